@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine (Python 3.11, registries only):
+#   make demo   - create .venv, install, run the main job on the embedded default data
+#   make test   - create .venv if needed, install, run the test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+# Every package is pinned in requirements.lock and installed with --no-deps, so pip never
+# resolves torch (torch==2.13.0 is a local CPU wheel) nor torchvision/torchaudio.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps --ignore-requires-python -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snnergy demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,56 @@
+"""``snnergy-export CKPT --target {nir,lava,onnx} --out PATH`` (also ``snnergy export``).
+
+Parses arguments, validates the checkpoint, and dispatches to the target's exporter.
+Targets whose exporter has not landed yet fail with exit code 2 and say so; nothing is
+written for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+TARGETS = ("nir", "lava", "onnx")
+# target -> exporter(checkpoint, args) -> exit code; filled in as exporters land
+EXPORTERS: dict[str, Callable[..., int]] = {}
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="SNNergy checkpoint (from `snnergy init` or `snnergy train`)")
+    parser.add_argument("--target", required=True, choices=TARGETS, help="what to write: NIR graph, Lava package, ONNX model")
+    parser.add_argument("--out", type=Path, help="output path (file for nir/onnx, directory for lava)")
+    parser.add_argument("--fixed-point", action="store_true", help="lava: also write Loihi fixed-point (quantised) parameters")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from snnergy.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        print(f"snnergy-export: error: {error}", file=sys.stderr)
+        return 2
+    exporter = EXPORTERS.get(args.target)
+    if exporter is None:
+        print(
+            f"snnergy-export: error: the '{args.target}' exporter is not available in this version "
+            f"(checkpoint {args.checkpoint} is valid: preset {checkpoint.model_config.preset})",
+            file=sys.stderr,
+        )
+        return 2
+    return exporter(checkpoint, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="snnergy-export",
+        description="Export a trained SNNergy checkpoint to NIR, a Lava package, or ONNX.",
+    )
+    add_export_arguments(parser)
+    return run_export(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

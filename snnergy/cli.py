@@ -1,0 +1,122 @@
+"""The ``snnergy`` command: parses arguments and calls the library, nothing more.
+
+This module is the composition root: it is the one place that may reach into
+``export``, ``energy`` and ``lava_runtime``; the model code in ``snnergy`` never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from snnergy.config import ATTENTION_LAYOUTS, CMQKA_PATHWAYS, load_preset, preset_names
+
+
+def _add_model_options(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
+    group = parser.add_argument_group("model (a preset, optionally overridden)")
+    group.add_argument("--preset", default=default_preset, choices=preset_names(), help="model preset (default: %(default)s)")
+    group.add_argument("--attention", choices=sorted(ATTENTION_LAYOUTS), help="attention per stage: hybrid = CMQKA, CMQKA, SSA")
+    group.add_argument("--cmqka-pathways", choices=CMQKA_PATHWAYS, help="CMQKA ablation: both pathways or one")
+    group.add_argument("--embed-dim", type=int, help="base width D (stages use D, 2D, 4D)")
+    group.add_argument("--image-size", type=int, help="input side length S (both modalities are S x S)")
+    group.add_argument("--time-steps", type=int, help="timesteps T")
+    group.add_argument("--num-classes", type=int, help="number of classes of the head")
+
+
+def _config_from_args(args: argparse.Namespace):
+    return load_preset(
+        args.preset,
+        attention=args.attention,
+        cmqka_pathways=args.cmqka_pathways,
+        embed_dim=args.embed_dim,
+        image_size=args.image_size,
+        time_steps=args.time_steps,
+        num_classes=args.num_classes,
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from energy.complexity import format_table5, stage_complexities
+    from snnergy.model import build_model
+    from snnergy.summary import describe
+
+    config = _config_from_args(args)
+    print(describe(config, build_model(config)))
+    print("\nAnalytic op counts of one fusion block per stage (paper Table 5: CMQKA = N*D^2, SSA = N^2*D):\n")
+    print(format_table5(stage_complexities(config.stage_tokens, config.stage_dims)))
+    return 0
+
+
+def cmd_complexity(args: argparse.Namespace) -> int:
+    from energy.complexity import format_table5, stage_complexities
+
+    config = _config_from_args(args)
+    print(f"preset={config.preset} D={config.embed_dim} input {config.image_size}x{config.image_size}\n")
+    print(format_table5(stage_complexities(config.stage_tokens, config.stage_dims)))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from snnergy.checkpoint import from_model, save_checkpoint
+    from snnergy.model import build_model
+
+    config = _config_from_args(args)
+    model = build_model(config, seed=args.seed)
+    path = save_checkpoint(from_model(model, seed=args.seed, trained=False), args.out)
+    print(f"wrote untrained {config.preset} checkpoint (seed {args.seed}) to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from snnergy.demo import run_demo
+
+    return run_demo(Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snnergy",
+        description="SNNergy: audio-visual spiking transformer with Cross-Modal Q-K Attention - "
+        "model summaries, checkpoints, export to NIR/Lava/ONNX.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="parameters, token counts and analytic op counts per stage")
+    _add_model_options(info)
+    info.set_defaults(func=cmd_info)
+
+    complexity = sub.add_parser("complexity", help="paper Table 5: CMQKA vs SSA op counts per stage for a preset")
+    _add_model_options(complexity, default_preset="b")
+    complexity.set_defaults(func=cmd_complexity)
+
+    init = sub.add_parser("init", help="write an untrained, seeded checkpoint (same format as training)")
+    _add_model_options(init)
+    init.add_argument("--out", required=True, type=Path, help="checkpoint path to write, e.g. model.pt")
+    init.add_argument("--seed", type=int, default=0, help="weight-initialisation seed (default: %(default)s)")
+    init.set_defaults(func=cmd_init)
+
+    from export.cli import add_export_arguments, run_export
+
+    export = sub.add_parser("export", help="export a checkpoint to NIR, Lava or ONNX (same as snnergy-export)")
+    add_export_arguments(export)
+    export.set_defaults(func=run_export)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: %(default)s)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as error:  # bad input the user can fix: no traceback
+        print(f"snnergy {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

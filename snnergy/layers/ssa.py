@@ -1,0 +1,45 @@
+"""Cross-modal Spiking Self-Attention (Spikformer-style), used at the coarsest stage.
+
+Q from the query modality, K and V from the other, all spikes ``SN(BN(W x))``; per head
+``SN_attn(scale * (Q K^T) V)`` with no softmax, then ``P = SN(BN(W_o .))``. ``Q K^T`` is an
+N x N integer matrix (counts of coincident spikes): O(N^2 D), which is why SNNergy keeps
+it to stage 3 (N/16 tokens).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from snnergy.config import ModelConfig
+from snnergy.layers.projection import TokenProjection
+from snnergy.neurons import make_lif
+
+
+class CrossModalSSA(nn.Module):
+    """One direction of cross-modal SSA: ``[T,B,C,N]`` query / key-value streams -> spikes."""
+
+    def __init__(self, dim: int, config: ModelConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.scale = config.ssa_scale
+        self.q_proj, self.q_lif = TokenProjection(dim, dim), make_lif(config.neuron)
+        self.k_proj, self.k_lif = TokenProjection(dim, dim), make_lif(config.neuron)
+        self.v_proj, self.v_lif = TokenProjection(dim, dim), make_lif(config.neuron)
+        self.attn_lif = make_lif(config.neuron, config.attn_threshold)
+        self.out_proj = TokenProjection(dim, dim)
+        self.out_lif = make_lif(config.neuron)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """``[T,B,C,N]`` -> ``[T,B,H,N,C/H]``."""
+        t, b, c, n = x.shape
+        return x.reshape(t, b, self.num_heads, c // self.num_heads, n).transpose(-1, -2)
+
+    def forward(self, x_query: Tensor, x_kv: Tensor) -> Tensor:
+        q = self._heads(self.q_lif(self.q_proj(x_query)))
+        k = self._heads(self.k_lif(self.k_proj(x_kv)))
+        v = self._heads(self.v_lif(self.v_proj(x_kv)))
+        scores = q @ k.transpose(-1, -2)  # [T,B,H,N,N]
+        attended = (scores @ v) * self.scale  # [T,B,H,N,C/H]
+        t, b, h, n, d = attended.shape
+        attended = attended.transpose(-1, -2).reshape(t, b, h * d, n)
+        return self.out_lif(self.out_proj(self.attn_lif(attended)))
