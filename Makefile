@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: demo test install clean
 
@@ -13,6 +14,8 @@ install: $(STAMP)
 # Every package is pinned in requirements.lock and installed with --no-deps, so pip never
 # resolves torch (torch==2.13.0 is a local CPU wheel) nor torchvision/torchaudio.
 $(STAMP): requirements.lock pyproject.toml
+	@command -v espeak-ng >/dev/null || { echo "installing Debian package espeak-ng (speech for the embedded avdigits data)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng >/dev/null; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-deps --ignore-requires-python -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .

@@ -6,7 +6,8 @@ types (``weights_only`` loading: a checkpoint cannot run code when opened):
 
 ``format`` ("snnergy-checkpoint"), ``format_version``, ``model_config`` (ModelConfig as a
 dict), ``state_dict``, ``class_names``, ``versions`` (package versions that wrote it),
-``meta`` (free-form: seed, epoch, metrics, data config ...).
+``meta`` (free-form: seed, epoch, metrics, data config ...), and optionally
+``train_state`` (optimizer, schedule, epoch, RNG) in the checkpoint ``--resume`` reads.
 
 Writes are atomic (temporary file + rename), so an interrupted save never leaves a
 truncated checkpoint behind.
@@ -53,6 +54,7 @@ class Checkpoint:
     class_names: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=package_versions)
+    train_state: dict[str, Any] | None = None
 
     def build_model(self) -> SNNergy:
         """The model with these weights, in eval mode."""
@@ -69,6 +71,7 @@ class Checkpoint:
             "class_names": list(self.class_names),
             "versions": dict(self.versions),
             "meta": dict(self.meta),
+            "train_state": self.train_state,
         }
 
 
@@ -117,7 +120,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     try:
         config = ModelConfig.from_dict(data["model_config"])
-        checkpoint = Checkpoint(config, data["state_dict"], list(data["class_names"]), data.get("meta", {}), data.get("versions", {}))
+        checkpoint = Checkpoint(
+            config,
+            data["state_dict"],
+            list(data["class_names"]),
+            data.get("meta", {}),
+            data.get("versions", {}),
+            data.get("train_state"),
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has an invalid SNNergy checkpoint body: {error}") from error
     return checkpoint

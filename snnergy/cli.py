@@ -68,6 +68,62 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from snnergy.recipe import load_train_preset
+    from snnergy.train import train_on_dataset
+
+    model_config = _config_from_args(args)
+    train_config = load_train_preset(
+        args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        device=args.device,
+        amp=False if args.no_amp else None,
+        num_workers=args.num_workers,
+        max_minutes=args.max_minutes,
+        limit_train_batches=args.limit_train_batches,
+    )
+    summary = train_on_dataset(model_config, train_config, args.dataset, args.out, args.data_root, args.cache_dir, args.resume)
+    print(f"best validation accuracy {summary['best_val_accuracy']:.4f}; checkpoints in {summary['out_dir']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from snnergy.checkpoint import load_checkpoint
+    from snnergy.data.registry import make_dataset
+    from snnergy.evaluate import evaluate, format_report, write_report
+    from snnergy.train import resolve_device
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    config = checkpoint.model_config
+    dataset = make_dataset(
+        args.dataset, args.split, config.image_size, config.time_steps, args.data_root, args.cache_dir, modality=args.modality
+    )
+    device = resolve_device(args.device)
+    result = evaluate(checkpoint.build_model().to(device), dataset, device, args.batch_size, checkpoint.class_names)
+    result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split, modality=args.modality)
+    print(format_report(result))
+    json_path = args.json or args.checkpoint.with_name(f"eval-{args.dataset}-{args.split}.json")
+    write_report(result, json_path, json_path.with_suffix(".png"))
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    return 0
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    from snnergy.data.registry import DATASETS, DEFAULT_DATASET
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASETS, help="dataset (default: %(default)s, built offline)")
+    group.add_argument("--data-root", type=Path, help="directory holding a real dataset's own files (cremad, ave, us8k)")
+    group.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $SNNERGY_CACHE or ~/.cache/snnergy)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -95,6 +151,42 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, type=Path, help="checkpoint path to write, e.g. model.pt")
     init.add_argument("--seed", type=int, default=0, help="weight-initialisation seed (default: %(default)s)")
     init.set_defaults(func=cmd_init)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model (paper recipe: AdamW, warm-up + cosine, label smoothing, clipping, AMP on CUDA)",
+        description="Train SNNergy. Writes metrics.jsonl, best.pt and last.pt (atomically) to --out. "
+        "Distributed: torchrun --nproc_per_node N -m snnergy.train <these options>.",
+    )
+    _add_model_options(train)
+    _add_data_options(train)
+    group = train.add_argument_group("training (defaults: the preset's train: section)")
+    group.add_argument("--out", required=True, type=Path, help="run directory for checkpoints and metrics")
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--lr", type=float, help="peak learning rate of AdamW")
+    group.add_argument("--weight-decay", type=float)
+    group.add_argument("--warmup-epochs", type=int)
+    group.add_argument("--label-smoothing", type=float)
+    group.add_argument("--grad-clip", type=float, help="max gradient norm")
+    group.add_argument("--seed", type=int)
+    group.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when present")
+    group.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    group.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    group.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that passes this wall time")
+    group.add_argument("--limit-train-batches", type=int, help="batches per epoch (smoke runs)")
+    group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
+    evaluate.add_argument("checkpoint", type=Path)
+    _add_data_options(evaluate)
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    evaluate.add_argument("--modality", default="both", choices=("both", "audio", "video"), help="zero the other input")
+    evaluate.add_argument("--json", type=Path, help="report path (default: next to the checkpoint); a PNG goes beside it")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.set_defaults(func=cmd_eval)
 
     from export.cli import add_export_arguments, run_export
 

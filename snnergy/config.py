@@ -143,6 +143,7 @@ def load_preset(name: str, **overrides: Any) -> ModelConfig:
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)}")
     text = resources.files("snnergy.presets").joinpath(f"{name}.yaml").read_text()
     data = yaml.safe_load(text) or {}
+    data.pop("train", None)  # the training recipe: snnergy.recipe.load_train_preset
     data["preset"] = name
     data.update({k: v for k, v in overrides.items() if v is not None})
     return ModelConfig.from_dict(data)
