@@ -38,4 +38,22 @@ def make_dataset(
 
 
 def _real_dataset(name: str, split: str, image_size: int, time_steps: int, root: Path, cache_dir, **options: Any) -> Dataset:
-    raise ValueError(f"the {name!r} loader is not available in this version")
+    if name == "cremad":
+        from snnergy.data.cremad import CremaD as loader
+    elif name == "ave":
+        from snnergy.data.ave import AVE as loader
+    else:
+        from snnergy.data.us8k import UrbanSound8KAV as loader
+    return loader(root, split, image_size, time_steps, cache_dir=cache_dir, **options)
+
+
+def validation_split(dataset: Dataset) -> str:
+    """``val`` where the split protocol has one; ``test`` for train/test-only protocols.
+
+    CREMA-D's clip-random 6698/744 protocol of OGM-GE / S-CMRL has no validation split;
+    those works select on the test split, and so must we to reproduce them.
+    """
+    info = getattr(dataset, "split_info", None)
+    if info is not None and "val" not in info["splits"]:
+        return "test"
+    return "val"
