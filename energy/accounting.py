@@ -1,0 +1,286 @@
+"""Spike counts -> synaptic operations (SOPs) and MACs, per layer and per stage.
+
+Pure bookkeeping with no framework import, so PyTorch hooks today and a Lava simulation
+later feed the same structures:
+
+* a ``NetworkDescription`` lists the neuron populations (every group of spiking units)
+  and the synaptic layers, each layer naming the populations whose spikes arrive at it
+  and the fan-out of one arriving spike;
+* ``SpikeCounts`` holds the spikes each population emitted per timestep, summed over the
+  samples that were run;
+* ``account`` combines the two: ``SOPs = sum over sources (spikes x fan-out)`` for layers
+  fed by spikes, ``MACs = dense ops`` for layers fed by real values.
+
+A layer reading a residual stream (a weighted sum of spike trains) lists every
+constituent spike train as a source: each spike of each constituent is one event that
+reaches every target synapse, so its SOPs are the sum of the constituents' spikes times
+the fan-out (docs/energy.md, "streams").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STAGES = ("stem", "stage1", "stage2", "stage3", "head")
+
+
+@dataclass(frozen=True)
+class Population:
+    """A group of spiking units (LIF layer, max-pool OR unit, AND unit) of one stage.
+
+    ``neurons`` counts units per sample and timestep. ``role`` tags what the population
+    is in the architecture (``q``, ``k``, ``v``, ``attn``, ``mlp1``, ``mlp2``,
+    ``attn_out``, ``spds``, ``spds_hidden``, ``pool``, ``and``) so tables can group it;
+    ``computed_from`` names the populations an AND unit combines (informative: the
+    counts still come from whoever ran the network).
+    """
+
+    name: str
+    stage: str
+    neurons: int
+    role: str
+    modality: str | None = None
+    block: int | None = None
+    pathway: str | None = None
+    computed_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One input of a synaptic layer: its spike sources and the fan-out of one spike.
+
+    ``positions`` is the size of the input tensor per sample and timestep. A plain input
+    has one source of that many neurons; a residual stream has several sources of the
+    same size (its constituent spike trains).
+    """
+
+    sources: tuple[str, ...]
+    fan_out: float
+    positions: int
+
+
+@dataclass(frozen=True)
+class SynapticLayer:
+    """A layer of synapses (or an analytic operation counted like one).
+
+    ``dense_ops`` is what the layer computes per sample and timestep on dense inputs (the
+    ANN-equivalent MACs). A ``real_valued`` layer reads non-spike values (``reads`` says
+    which) and costs ``dense_ops`` MACs; any other layer costs SOPs from its ``inputs``.
+    """
+
+    name: str
+    stage: str
+    kind: str
+    dense_ops: int
+    inputs: tuple[LayerInput, ...] = ()
+    real_valued: bool = False
+    modality: str | None = None
+    reads: str = ""
+
+    def __post_init__(self) -> None:
+        if self.real_valued == bool(self.inputs):
+            raise ValueError(f"layer {self.name}: a real-valued layer has no spike inputs, a spiking layer needs some")
+
+
+@dataclass(frozen=True)
+class NetworkDescription:
+    """Populations and synaptic layers of one network, and its stage layout."""
+
+    time_steps: int
+    populations: tuple[Population, ...]
+    layers: tuple[SynapticLayer, ...]
+    stages: tuple[str, ...] = STAGES
+    stage_kinds: tuple[str, ...] = ()  # attention kind of stage1..stage3
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.populations]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"populations listed twice: {duplicated}")
+        layer_names = [layer.name for layer in self.layers]
+        duplicated = sorted({n for n in layer_names if layer_names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"layers listed twice: {duplicated}")
+        sizes = {p.name: p.neurons for p in self.populations}
+        for item in list(self.populations) + list(self.layers):
+            if item.stage not in self.stages:
+                raise ValueError(f"{item.name}: unknown stage {item.stage!r} (stages: {', '.join(self.stages)})")
+        for layer in self.layers:
+            for layer_input in layer.inputs:
+                if len(set(layer_input.sources)) != len(layer_input.sources):
+                    raise ValueError(f"layer {layer.name}: a source is listed twice in one input")
+                for source in layer_input.sources:
+                    if source not in sizes:
+                        raise ValueError(f"layer {layer.name}: unknown source population {source!r}")
+                    if sizes[source] != layer_input.positions:
+                        raise ValueError(
+                            f"layer {layer.name}: source {source} has {sizes[source]} neurons, the input has "
+                            f"{layer_input.positions} positions"
+                        )
+
+    def population(self, name: str) -> Population:
+        for population in self.populations:
+            if population.name == name:
+                return population
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class SpikeCounts:
+    """Spikes per population per timestep, summed over ``samples`` inferences."""
+
+    samples: int
+    time_steps: int
+    counts: dict[str, tuple[float, ...]]
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"spike counts need at least one sample, got {self.samples}")
+        for name, per_step in self.counts.items():
+            if len(per_step) != self.time_steps:
+                raise ValueError(f"population {name}: {len(per_step)} timesteps counted, expected {self.time_steps}")
+
+
+@dataclass(frozen=True)
+class LayerAccount:
+    """Operations of one layer per inference (averaged over the samples)."""
+
+    name: str
+    stage: str
+    kind: str
+    modality: str | None
+    sources: tuple[str, ...]
+    fan_outs: tuple[float, ...]
+    arriving_spikes: float
+    input_rate: float | None  # arriving spikes per input position per timestep
+    sops: float
+    macs: float
+    dense_ops: float  # ANN-equivalent ops over all timesteps
+    sops_per_timestep: tuple[float, ...]
+    reads: str = ""
+
+
+@dataclass(frozen=True)
+class PopulationAccount:
+    """Spikes of one population per inference (averaged over the samples)."""
+
+    name: str
+    stage: str
+    role: str
+    modality: str | None
+    block: int | None
+    pathway: str | None
+    neurons: int
+    spikes: float
+    neuron_updates: float  # neurons x timesteps
+    firing_rate: float
+    spikes_per_timestep: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class StageOps:
+    """Per-inference totals of one stage (or of the whole network)."""
+
+    name: str
+    sops: float
+    macs: float
+    dense_ops: float
+    spikes: float
+    neuron_updates: float
+
+    @property
+    def firing_rate(self) -> float | None:
+        """Spikes per neuron per timestep (None for a stage without neurons, the head)."""
+        return self.spikes / self.neuron_updates if self.neuron_updates else None
+
+
+@dataclass(frozen=True)
+class NetworkAccount:
+    samples: int
+    time_steps: int
+    layers: tuple[LayerAccount, ...]
+    populations: tuple[PopulationAccount, ...]
+    stages: tuple[StageOps, ...]
+    stage_kinds: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> StageOps:
+        return sum_stage_ops("total", self.stages)
+
+
+def sum_stage_ops(name: str, parts: tuple[StageOps, ...] | list[StageOps]) -> StageOps:
+    return StageOps(
+        name,
+        sum((p.sops for p in parts), 0.0),
+        sum((p.macs for p in parts), 0.0),
+        sum((p.dense_ops for p in parts), 0.0),
+        sum((p.spikes for p in parts), 0.0),
+        sum((p.neuron_updates for p in parts), 0.0),
+    )
+
+
+def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
+    t, samples = counts.time_steps, counts.samples
+    dense = float(layer.dense_ops * t)
+    if layer.real_valued:
+        per_step = tuple(0.0 for _ in range(t))
+        return LayerAccount(
+            layer.name, layer.stage, layer.kind, layer.modality, (), (), 0.0, None, 0.0, dense, dense, per_step, layer.reads
+        )
+    sops_per_step = [0.0] * t
+    arriving, positions, sources, fan_outs = 0.0, 0, [], []
+    for layer_input in layer.inputs:
+        positions += layer_input.positions
+        for source in layer_input.sources:
+            per_step = counts.counts[source]
+            arriving += sum(per_step)
+            sources.append(source)
+            fan_outs.append(layer_input.fan_out)
+            for step, spikes in enumerate(per_step):
+                sops_per_step[step] += spikes * layer_input.fan_out
+    sops_per_step = tuple(s / samples for s in sops_per_step)
+    arriving /= samples
+    rate = arriving / (positions * t) if positions else 0.0
+    return LayerAccount(
+        layer.name, layer.stage, layer.kind, layer.modality, tuple(sources), tuple(fan_outs),
+        arriving, rate, sum(sops_per_step), 0.0, dense, sops_per_step, layer.reads,
+    )  # fmt: skip
+
+
+def _population_account(population: Population, counts: SpikeCounts) -> PopulationAccount:
+    per_step = tuple(s / counts.samples for s in counts.counts[population.name])
+    spikes = sum(per_step)
+    updates = float(population.neurons * counts.time_steps)
+    return PopulationAccount(
+        population.name, population.stage, population.role, population.modality, population.block, population.pathway,
+        population.neurons, spikes, updates, spikes / updates if updates else 0.0, per_step,
+    )  # fmt: skip
+
+
+def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAccount:
+    """Per-layer, per-population and per-stage operation counts per inference."""
+    if counts.time_steps != description.time_steps:
+        raise ValueError(f"spike counts cover {counts.time_steps} timesteps, the network runs {description.time_steps}")
+    known = {p.name for p in description.populations}
+    missing = sorted(known - set(counts.counts))
+    unknown = sorted(set(counts.counts) - known)
+    if missing or unknown:
+        raise ValueError(f"spike counts do not match the network: missing {missing[:5]}, unknown {unknown[:5]}")
+    layers = tuple(_layer_account(layer, counts) for layer in description.layers)
+    populations = tuple(_population_account(p, counts) for p in description.populations)
+    stages = []
+    for stage in description.stages:
+        stage_layers = [layer for layer in layers if layer.stage == stage]
+        stage_pops = [p for p in populations if p.stage == stage]
+        stages.append(
+            StageOps(
+                stage,
+                sum((layer.sops for layer in stage_layers), 0.0),
+                sum((layer.macs for layer in stage_layers), 0.0),
+                sum((layer.dense_ops for layer in stage_layers), 0.0),
+                sum((p.spikes for p in stage_pops), 0.0),
+                sum((p.neuron_updates for p in stage_pops), 0.0),
+            )
+        )
+    return NetworkAccount(counts.samples, counts.time_steps, layers, populations, tuple(stages), description.stage_kinds)

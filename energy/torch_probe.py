@@ -1,0 +1,324 @@
+"""The PyTorch side of the accounting: describe an ``SNNergy`` and count its spikes.
+
+* ``describe_model`` walks the model's structure (module names, the block layout of
+  ``snnergy.layers``) and lists its neuron populations and synaptic layers with their
+  presynaptic sources. Sizes come from a shape trace (one all-zero forward); which spike
+  trains a layer reads comes from the structure alone, never from tensor values. The
+  residual streams are tracked as lists of constituents: a stage starts with its SPDS
+  output, and each block appends its attention output ``P`` and MLP output ``M``.
+* ``SpikeProbe`` registers forward hooks that sum, per timestep, the spikes of every
+  population during real inference; ``collect_spike_counts`` runs batches through it.
+
+Everything downstream (``energy.accounting``) sees only the description and the counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from spikingjelly.activation_based import neuron
+from torch import Tensor, nn
+
+from energy.accounting import LayerInput, NetworkDescription, Population, SpikeCounts, SynapticLayer
+from snnergy.layers.block import MODALITIES
+from snnergy.layers.projection import ConvBN2d
+from snnergy.model import SNNergy
+
+_TRACED = (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, neuron.BaseNode, nn.Linear)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def trace_shapes(model: SNNergy) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Module name -> (input shape, output shape) per sample and timestep, from a zero input."""
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, _TRACED):
+            def hook(mod: nn.Module, args: tuple, out: Tensor, name: str = name) -> None:
+                shapes[name] = (tuple(args[0].shape[2:]), tuple(out.shape[2:]))  # drop [T, B]
+
+            handles.append(module.register_forward_hook(hook))
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(
+                torch.zeros(model.expected_shape("audio", 1), device=device),  # type: ignore[arg-type]
+                torch.zeros(model.expected_shape("video", 1), device=device),  # type: ignore[arg-type]
+            )
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+class _Builder:
+    """Accumulates populations and layers while walking the model."""
+
+    def __init__(self, model: SNNergy, shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]):
+        self.modules = dict(model.named_modules())
+        self.shapes = shapes
+        self.populations: list[Population] = []
+        self.layers: list[SynapticLayer] = []
+
+    def population(self, name: str, stage: str, role: str, modality: str | None, **extra: Any) -> str:
+        neurons = extra.pop("neurons", None) or _size(self.shapes[name][1])
+        self.populations.append(Population(name, stage, neurons, role, modality, **extra))
+        return name
+
+    def synaptic(self, name: str, stage: str, modality: str, sources: list[str] | None, reads: str = "") -> None:
+        """A conv (``ConvBN2d``) or token projection (``TokenProjection``) at module path ``name``."""
+        conv_name = f"{name}.conv"
+        conv = self.modules[conv_name]
+        in_shape, out_shape = self.shapes[conv_name]
+        dense = _size(out_shape) * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+        kind = "conv" if isinstance(self.modules[name], ConvBN2d) else "linear"
+        if sources is None:
+            self.layers.append(SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads))
+        else:
+            positions = _size(in_shape)
+            layer_input = LayerInput(tuple(sources), dense / positions, positions)
+            self.layers.append(SynapticLayer(name, stage, kind, dense, (layer_input,), modality=modality))
+
+    def analytic(self, name: str, stage: str, kind: str, modality: str, dense: int, *inputs: LayerInput, reads: str = "") -> None:
+        if inputs:
+            self.layers.append(SynapticLayer(name, stage, kind, dense, tuple(inputs), modality=modality))
+        else:
+            self.layers.append(SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads))
+
+    # ------------------------------------------------------------------ SPDS
+    def spds(self, prefix: str, stage: str, modality: str, stream: list[str] | None) -> str:
+        """Stem / downsampling SPDS; ``stream`` None means it reads the analog input."""
+        spds = self.modules[prefix]
+        reads = f"{modality} input (real-valued)"
+        current = stream
+        for index, child in enumerate(spds.deep):
+            name = f"{prefix}.deep.{index}"
+            if isinstance(child, ConvBN2d):
+                self.synaptic(name, stage, modality, current, reads)
+            elif isinstance(child, neuron.BaseNode):
+                current = [self.population(name, stage, "spds_hidden", modality)]
+            elif isinstance(child, nn.MaxPool2d):
+                # max-pool of spikes = OR: each input spike reaches one sum-pool unit
+                positions = _size(self.shapes[name][0])
+                assert current is not None, "SPDS pools spikes, after a LIF"
+                self.analytic(name, stage, "pool", modality, positions, LayerInput(tuple(current), 1.0, positions))
+                current = [self.population(name, stage, "pool", modality)]
+            else:
+                raise TypeError(f"{name}: unexpected SPDS part {type(child).__name__}")
+        self.synaptic(f"{prefix}.shortcut", stage, modality, stream, reads)
+        return self.population(f"{prefix}.out_lif", stage, "spds", modality)
+
+    # ------------------------------------------------------------------ attention
+    def cmqka(self, base: str, stage: str, modality: str, block: int, query: list[str], key: list[str]) -> str:
+        attn = self.modules[base]
+        heads = attn.num_heads
+        features = []
+        for pathway in ("spatial", "temporal"):
+            if not hasattr(attn, pathway):
+                continue
+            tags = dict(block=block, pathway=pathway)
+            self.synaptic(f"{base}.{pathway}.q_proj", stage, modality, query)
+            q = self.population(f"{base}.{pathway}.q_lif", stage, "q", modality, **tags)
+            self.synaptic(f"{base}.{pathway}.k_proj", stage, modality, key)
+            k = self.population(f"{base}.{pathway}.k_lif", stage, "k", modality, **tags)
+            channels, tokens = self.shapes[q][1]
+            size = channels * tokens
+            # token mask: each Q spike adds 1 to the mask neuron of its head and token
+            self.analytic(f"{base}.{pathway}_channel_sum", stage, "channel_sum", modality, size, LayerInput((q,), 1.0, size))
+            mask = self.population(f"{base}.{pathway}_attn_lif", stage, "attn", modality, **tags)
+            # F = A AND K: an AND unit per (channel, token) receives its K spike and the mask spike of its head
+            feature = self.population(
+                f"{base}.{pathway}_features", stage, "and", modality, neurons=size, computed_from=(k, mask), **tags
+            )
+            self.analytic(
+                f"{base}.{pathway}_mask_and", stage, "mask_and", modality, size,
+                LayerInput((k,), 1.0, size), LayerInput((mask,), channels / heads, heads * tokens),
+            )  # fmt: skip
+            features.append(feature)
+        if len(features) == 2:
+            # mean_N(F_s) and mean_T(F_t): one accumulate per feature spike (the 1/N, 1/T scales fold into W_o)
+            self.analytic(
+                f"{base}.fusion_sum", stage, "fusion_sum", modality, 2 * size,
+                LayerInput((features[0],), 1.0, size), LayerInput((features[1],), 1.0, size),
+            )  # fmt: skip
+            product = "mean_N(F_s) x mean_T(F_t) (real x real)"
+            self.analytic(f"{base}.fusion_product", stage, "fusion_product", modality, size, reads=product)
+            self.synaptic(f"{base}.out_proj", stage, modality, None, reads="fused features (real-valued)")
+        else:
+            self.synaptic(f"{base}.out_proj", stage, modality, features)
+        return self.population(f"{base}.out_lif", stage, "attn_out", modality, block=block)
+
+    def ssa(self, base: str, stage: str, modality: str, block: int, query: list[str], key: list[str]) -> str:
+        tags = dict(block=block)
+        self.synaptic(f"{base}.q_proj", stage, modality, query)
+        q = self.population(f"{base}.q_lif", stage, "q", modality, **tags)
+        self.synaptic(f"{base}.k_proj", stage, modality, key)
+        self.population(f"{base}.k_lif", stage, "k", modality, **tags)
+        self.synaptic(f"{base}.v_proj", stage, modality, key)
+        v = self.population(f"{base}.v_lif", stage, "v", modality, **tags)
+        channels, tokens = self.shapes[q][1]
+        size, dense = channels * tokens, tokens * tokens * channels
+        # Q K^T: K^T acts as binary weights; each Q spike at (n, c) adds k[m, c] to score[n, m] for all N keys
+        self.analytic(f"{base}.qk_product", stage, "qk_product", modality, dense, LayerInput((q,), float(tokens), size))
+        # (Q K^T) V: each V spike at (m, c) adds the integer score[n, m] to out[n, c] for all N queries
+        self.analytic(f"{base}.av_product", stage, "av_product", modality, dense, LayerInput((v,), float(tokens), size))
+        attended = self.population(f"{base}.attn_lif", stage, "attn", modality, **tags)
+        self.synaptic(f"{base}.out_proj", stage, modality, [attended])
+        return self.population(f"{base}.out_lif", stage, "attn_out", modality, **tags)
+
+    def mlp(self, base: str, stage: str, modality: str, block: int, stream: list[str]) -> str:
+        self.synaptic(f"{base}.fc1", stage, modality, stream)
+        hidden = self.population(f"{base}.lif1", stage, "mlp1", modality, block=block)
+        self.synaptic(f"{base}.fc2", stage, modality, [hidden])
+        return self.population(f"{base}.lif2", stage, "mlp2", modality, block=block)
+
+    def head(self, streams: dict[str, list[str]]) -> None:
+        for modality in MODALITIES:
+            size = self.populations_size(streams[modality][0])
+            # global average pooling: one accumulate per spike of each constituent (1/N folds into the head)
+            pooled = LayerInput(tuple(streams[modality]), 1.0, size)
+            self.analytic(f"head.pool.{modality}", "head", "avg_pool", modality, size, pooled)
+        in_shape, out_shape = self.shapes["head"]
+        dense = _size(in_shape) * _size(out_shape)
+        self.analytic("head", "head", "head", "both", dense, reads="pooled features (real-valued means)")
+
+    def populations_size(self, name: str) -> int:
+        return next(p.neurons for p in self.populations if p.name == name)
+
+
+def describe_model(model: SNNergy) -> NetworkDescription:
+    """Populations and synaptic layers of ``model`` with the sources of every layer."""
+    config = model.config
+    builder = _Builder(model, trace_shapes(model))
+    streams = {m: [builder.spds(f"stem.{m}", "stem", m, None)] for m in MODALITIES}
+    for s, blocks in enumerate(model.stages):
+        stage = f"stage{s + 1}"
+        if s > 0:
+            streams = {m: [builder.spds(f"down.{s - 1}.{m}", stage, m, streams[m])] for m in MODALITIES}
+        for b, block in enumerate(blocks):
+            updated = {}
+            for m, other in (("audio", "video"), ("video", "audio")):
+                attention = builder.cmqka if block.kind == "cmqka" else builder.ssa
+                p = attention(f"stages.{s}.{b}.attn.{m}", stage, m, b, streams[m], streams[other])
+                y = streams[m] + [p]  # Y = X + alpha * P
+                updated[m] = y + [builder.mlp(f"stages.{s}.{b}.mlp.{m}", stage, m, b, y)]  # Z = Y + M
+            streams = updated  # both directions read the block's inputs
+    builder.head(streams)
+    description = NetworkDescription(
+        config.time_steps,
+        tuple(builder.populations),
+        tuple(builder.layers),
+        stage_kinds=tuple(config.stage_attention),
+        meta={"model_config": config.to_dict()},
+    )
+    _check_coverage(model, description)
+    return description
+
+
+def _check_coverage(model: SNNergy, description: NetworkDescription) -> None:
+    """Every spiking module is a population and every weight layer is described, exactly once."""
+    spiking = {n for n, m in model.named_modules() if isinstance(m, (neuron.BaseNode, nn.MaxPool2d))}
+    described = {p.name for p in description.populations if not p.computed_from}
+    weights = {n.removesuffix(".conv") for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    layers = {layer.name for layer in description.layers}
+    if spiking != described or not weights <= layers:
+        raise RuntimeError(
+            "energy description out of step with the model: "
+            f"undescribed neurons {sorted(spiking - described)[:5]}, unknown {sorted(described - spiking)[:5]}, "
+            f"undescribed layers {sorted(weights - layers)[:5]}"
+        )
+
+
+class SpikeProbe:
+    """Forward hooks summing the spikes of every population per timestep.
+
+    Use as a context manager around forwards of ``model``; AND populations (``computed_from``
+    a key population and a mask population) are counted as ``mask AND key`` from the
+    tensors of the same forward.
+    """
+
+    def __init__(self, model: SNNergy, description: NetworkDescription):
+        self.model = model
+        self.description = description
+        self.time_steps = description.time_steps
+        self.totals: dict[str, Tensor] = {}
+        self.samples = 0
+        self._stash: dict[str, Tensor] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "SpikeProbe":
+        modules = dict(self.model.named_modules())
+        derived: dict[str, list[tuple[str, str]]] = {}  # mask population -> [(AND population, key population)]
+        for population in self.description.populations:
+            if population.computed_from:
+                key, mask = population.computed_from
+                derived.setdefault(mask, []).append((population.name, key))
+        stashed = {key for pairs in derived.values() for _, key in pairs}
+        for population in self.description.populations:
+            if not population.computed_from:
+                hook = self._hook(population.name, population.name in stashed, derived.get(population.name, []))
+                self._handles.append(modules[population.name].register_forward_hook(hook))
+        self._handles.append(modules["stem.audio"].register_forward_pre_hook(self._count_samples))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._stash.clear()
+
+    def _count_samples(self, module: nn.Module, args: tuple) -> None:
+        self.samples += int(args[0].shape[1])  # [T, B, C, H, W]
+
+    def _add(self, name: str, spikes: Tensor) -> None:
+        per_step = spikes.detach().reshape(spikes.shape[0], -1).sum(dim=1).double().cpu()
+        self.totals[name] = self.totals[name] + per_step if name in self.totals else per_step
+
+    def _hook(self, name: str, stash: bool, ands: list[tuple[str, str]]):
+        def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
+            self._add(name, out)
+            if stash:
+                self._stash[name] = out.detach()
+            for and_name, key_name in ands:
+                key = self._stash.pop(key_name)  # [T, B, C, N]
+                t, b, c, n = key.shape
+                heads = out.shape[2]  # mask [T, B, H, 1, N]
+                self._add(and_name, key.reshape(t, b, heads, c // heads, n) * out)
+
+        return hook
+
+    def spike_counts(self) -> SpikeCounts:
+        if not self.samples:
+            raise ValueError("no forward pass went through the probe")
+        counts = {p.name: tuple(float(v) for v in self.totals[p.name]) for p in self.description.populations}
+        return SpikeCounts(self.samples, self.time_steps, counts)
+
+
+def collect_spike_counts(
+    model: SNNergy,
+    description: NetworkDescription,
+    batches: Iterable[Any],
+    progress: Any = None,
+) -> SpikeCounts:
+    """Run ``(audio, video, ...)`` batches through ``model`` in eval mode and count spikes.
+
+    ``progress`` is an optional tqdm-like bar advanced by the batch size.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    with SpikeProbe(model, description) as probe, torch.no_grad():
+        for batch in batches:
+            audio, video = batch[0].to(device), batch[1].to(device)
+            model(audio, video)
+            if progress is not None:
+                progress.update(int(audio.shape[0]))
+    return probe.spike_counts()
