@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from snnergy.config import ATTENTION_LAYOUTS, CMQKA_PATHWAYS, load_preset, preset_names
+from snnergy.data.options import add_data_arguments, dataset_options
+from snnergy.devices import DEVICES
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
@@ -89,7 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         limit_train_batches=args.limit_train_batches,
     )
-    summary = train_on_dataset(model_config, train_config, args.dataset, args.out, args.data_root, args.cache_dir, args.resume)
+    summary = train_on_dataset(
+        model_config, train_config, args.dataset, args.out, args.data_root, args.cache_dir, args.resume, dataset_options(args)
+    )
     print(f"best validation accuracy {summary['best_val_accuracy']:.4f}; checkpoints in {summary['out_dir']}")
     return 0
 
@@ -98,12 +102,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from snnergy.checkpoint import load_checkpoint
     from snnergy.data.registry import make_dataset
     from snnergy.evaluate import evaluate, format_report, write_report
-    from snnergy.train import resolve_device
+    from snnergy.devices import resolve_device
 
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.model_config
     dataset = make_dataset(
-        args.dataset, args.split, config.image_size, config.time_steps, args.data_root, args.cache_dir, modality=args.modality
+        args.dataset,
+        args.split,
+        config.image_size,
+        config.time_steps,
+        args.data_root,
+        args.cache_dir,
+        modality=args.modality,
+        **dataset_options(args),
     )
     device = resolve_device(args.device)
     result = evaluate(checkpoint.build_model().to(device), dataset, device, args.batch_size, checkpoint.class_names)
@@ -113,15 +124,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     write_report(result, json_path, json_path.with_suffix(".png"))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    from snnergy.data.registry import DATASETS, DEFAULT_DATASET
-
-    group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASETS, help="dataset (default: %(default)s, built offline)")
-    group.add_argument("--data-root", type=Path, help="directory holding a real dataset's own files (cremad, ave, us8k)")
-    group.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $SNNERGY_CACHE or ~/.cache/snnergy)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -159,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Distributed: torchrun --nproc_per_node N -m snnergy.train <these options>.",
     )
     _add_model_options(train)
-    _add_data_options(train)
+    add_data_arguments(train)
     group = train.add_argument_group("training (defaults: the preset's train: section)")
     group.add_argument("--out", required=True, type=Path, help="run directory for checkpoints and metrics")
     group.add_argument("--epochs", type=int)
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--label-smoothing", type=float)
     group.add_argument("--grad-clip", type=float, help="max gradient norm")
     group.add_argument("--seed", type=int)
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when present")
+    group.add_argument("--device", choices=DEVICES, help="default auto: CUDA when present")
     group.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     group.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     group.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that passes this wall time")
@@ -180,13 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     evaluate.add_argument("checkpoint", type=Path)
-    _add_data_options(evaluate)
+    add_data_arguments(evaluate)
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     evaluate.add_argument("--modality", default="both", choices=("both", "audio", "video"), help="zero the other input")
     evaluate.add_argument("--json", type=Path, help="report path (default: next to the checkpoint); a PNG goes beside it")
     evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--device", default="auto", choices=DEVICES)
     evaluate.set_defaults(func=cmd_eval)
+
+    from energy.commands import add_energy_commands
+
+    add_energy_commands(sub)
 
     from export.cli import add_export_arguments, run_export
 

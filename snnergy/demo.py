@@ -4,10 +4,11 @@
 2. train the ``tiny`` preset on CPU within a time budget (resuming if a previous demo
    was interrupted: re-running continues from ``last.pt``);
 3. evaluate the best checkpoint on the held-out test split with both modalities, and
-   with each modality alone (the other zeroed), to show what fusion adds;
-4. print the model summary and the analytic complexity table.
+   with each modality alone (the other zeroed), to show how much the model relies on each;
+4. count real spikes on test samples and print the energy report per stage (45 nm cost
+   model) with the firing rates, plus the model summary and the analytic complexity table.
 
-Export, Lava simulation and the energy report join this job as those parts land.
+Export and Lava simulation join this job as those parts land.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from snnergy.train import train_on_dataset
 
 DEMO_PRESET = "tiny"
 DEMO_TRAIN_MINUTES = 8.0
+DEMO_ENERGY_SAMPLES = 64
 
 
 def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
@@ -53,9 +55,22 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
         f"video only {accuracies['video']:.3f}  (report: {out_dir / 'eval-test.json'}, {out_dir / 'eval-test.png'})"
     )
 
+    from energy.commands import energy_report
     from energy.complexity import format_table5, stage_complexities
+    from energy.report import EnergyReport, format_terminal
 
-    print("[3/3] model summary\n", flush=True)
+    print(f"[3/3] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
+    energy = energy_report(
+        out_dir / "best.pt",
+        "avdigits",
+        DEMO_ENERGY_SAMPLES,
+        json_path=out_dir / "energy.json",
+        markdown_path=out_dir / "energy.md",
+        png_path=out_dir / "energy.png",
+    )
+    print(format_terminal(EnergyReport.from_dict(energy)))
+    print(f"\n(report: {out_dir / 'energy.json'}, {out_dir / 'energy.md'}, {out_dir / 'energy.png'})\n")
+    print("model summary\n", flush=True)
     print(describe(config, model))
     print("\nAnalytic op counts of one fusion block per stage (CMQKA = N*D^2, SSA = N^2*D):\n")
     print(format_table5(stage_complexities(config.stage_tokens, config.stage_dims)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-DEVICES = ("auto", "cpu", "cuda")
+from snnergy.devices import DEVICES
 
 
 @dataclass(frozen=True)

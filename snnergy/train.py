@@ -31,17 +31,10 @@ from tqdm import tqdm
 
 from snnergy.checkpoint import Checkpoint, from_model, load_checkpoint, save_checkpoint
 from snnergy.config import ModelConfig
+from snnergy.devices import resolve_device
 from snnergy.evaluate import evaluate
 from snnergy.model import SNNergy, build_model
 from snnergy.recipe import TrainConfig
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device on this machine")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -260,17 +253,28 @@ def train_on_dataset(
     data_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     resume: bool = False,
+    dataset_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on a named dataset's train split, validating on its val split."""
-    from snnergy.data.registry import make_dataset
+    from snnergy.data.registry import make_dataset, validation_split
 
     size, steps = model_config.image_size, model_config.time_steps
-    train_set = make_dataset(dataset, "train", size, steps, data_root, cache_dir)
-    val_set = make_dataset(dataset, "val", size, steps, data_root, cache_dir)
+    options = dataset_options or {}
+    train_set = make_dataset(dataset, "train", size, steps, data_root, cache_dir, **options)
+    val_name = validation_split(train_set)
+    if val_name != "val":
+        print(f"note: this split protocol has no validation split; selecting checkpoints on '{val_name}'", flush=True)
+    val_set = make_dataset(dataset, val_name, size, steps, data_root, cache_dir, **options)
     class_names = list(train_set.class_names)
     if model_config.num_classes != len(class_names):
         model_config = model_config.with_overrides(num_classes=len(class_names))
-    data_meta = {"dataset": dataset, "data_root": str(data_root) if data_root else None, "train_samples": len(train_set)}
+    data_meta = {
+        "dataset": dataset,
+        "data_root": str(data_root) if data_root else None,
+        "options": options,
+        "validation_split": val_name,
+        "train_samples": len(train_set),
+    }
     return train(model_config, config, train_set, val_set, out_dir, class_names, data_meta, resume)
 
 
