@@ -126,6 +126,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    import json
+
+    from snnergy.checkpoint import load_checkpoint
+    from snnergy.data.registry import make_dataset
+    from snnergy.parity import device_parity
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    config = checkpoint.model_config
+    dataset = make_dataset(
+        args.dataset, args.split, config.image_size, config.time_steps, args.data_root, args.cache_dir, **dataset_options(args)
+    )
+    result = device_parity(checkpoint, dataset, args.samples, tuple(args.devices))
+    a, b = result["devices"]
+    print(f"{result['samples']} samples, {a} vs {b}:")
+    print(f"  max |logit difference|   {result['max_abs_logit_diff']:.3e}")
+    print(f"  prediction agreement     {result['prediction_agreement']:.4f}")
+    print(f"  spike agreement          {result['spike_agreement']:.6f} of {result['spikes_compared']:,} LIF outputs "
+          f"in {result['lif_layers']} layers (lowest: {result['least_agreeing_layer']} "
+          f"{result['least_agreeing_layer_agreement']:.6f})")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -189,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
     evaluate.set_defaults(func=cmd_eval)
+
+    parity = sub.add_parser(
+        "parity",
+        help="same checkpoint and batch on two devices (default CPU vs CUDA): logit difference, spike agreement",
+    )
+    parity.add_argument("checkpoint", type=Path)
+    add_data_arguments(parity)
+    parity.add_argument("--split", default="test")
+    parity.add_argument("--samples", type=int, default=32, help="batch size of the comparison (default: %(default)s)")
+    parity.add_argument("--devices", nargs=2, default=["cpu", "cuda"], choices=DEVICES, metavar="DEVICE",
+                        help="the two devices to compare (default: cpu cuda)")  # fmt: skip
+    parity.add_argument("--json", type=Path, help="write the figures as JSON")
+    parity.set_defaults(func=cmd_parity)
 
     from energy.commands import add_energy_commands
 
