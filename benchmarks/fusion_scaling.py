@@ -326,7 +326,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle(f"One fusion block, D={result['dim']}, T={result['time_steps']}, {result['device']}")
+    what = "One bidirectional fusion block" if result["part"] == "block" else "Both attention directions of a block"
+    fig.suptitle(f"{what}, D={result['dim']}, T={result['time_steps']}, {result['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
