@@ -13,8 +13,20 @@ from pathlib import Path
 from typing import Callable
 
 TARGETS = ("nir", "lava", "onnx")
+
+
+def _onnx(checkpoint, args: argparse.Namespace) -> int:
+    from export.onnx_target import UnsupportedModuleError, run_onnx_export
+
+    try:
+        return run_onnx_export(checkpoint, args)
+    except UnsupportedModuleError as error:
+        print(f"snnergy-export: error: {error}", file=sys.stderr)
+        return 2
+
+
 # target -> exporter(checkpoint, args) -> exit code; filled in as exporters land
-EXPORTERS: dict[str, Callable[..., int]] = {}
+EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx}
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -74,11 +74,11 @@ class SNNergy(nn.Module):
         for index, blocks in enumerate(self.stages):
             if index > 0:
                 x = {m: self.down[index - 1][m](x[m]) for m in MODALITIES}
-            t, b, c, h, w = x["audio"].shape
+            grid = tuple(x["audio"].shape[3:])
             a, v = x["audio"].flatten(3), x["video"].flatten(3)
             for block in blocks:
                 a, v = block(a, v)
-            x = {"audio": a.reshape(t, b, c, h, w), "video": v.reshape(t, b, c, h, w)}
+            x = {"audio": a.unflatten(3, grid), "video": v.unflatten(3, grid)}
             outputs[f"stage{index + 1}"] = dict(x)
         pooled = torch.cat([x[m].flatten(3).mean(dim=3) for m in MODALITIES], dim=2)  # [T,B,2C]
         outputs["head"] = {"logits": self.head(pooled).mean(dim=0)}

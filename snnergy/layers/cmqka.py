@@ -64,8 +64,8 @@ class CMQKAttention(nn.Module):
         self.out_lif = make_lif(config.neuron)
 
     def _heads(self, x: Tensor) -> Tensor:
-        t, b, c, n = x.shape
-        return x.reshape(t, b, self.num_heads, c // self.num_heads, n)
+        """``[T,B,C,N]`` -> ``[T,B,H,C/H,N]`` (no batch size baked in: exports stay batch-agnostic)."""
+        return x.unflatten(2, (self.num_heads, x.shape[2] // self.num_heads))
 
     def spatial_features(self, x_query: Tensor, x_key: Tensor) -> Tensor:
         """``F_s = SN_attn(sum_c Q_s) AND K_s`` as ``[T, B, C, N]``."""

@@ -31,8 +31,7 @@ class CrossModalSSA(nn.Module):
 
     def _heads(self, x: Tensor) -> Tensor:
         """``[T,B,C,N]`` -> ``[T,B,H,N,C/H]``."""
-        t, b, c, n = x.shape
-        return x.reshape(t, b, self.num_heads, c // self.num_heads, n).transpose(-1, -2)
+        return x.unflatten(2, (self.num_heads, x.shape[2] // self.num_heads)).transpose(-1, -2)
 
     def forward(self, x_query: Tensor, x_kv: Tensor) -> Tensor:
         q = self._heads(self.q_lif(self.q_proj(x_query)))
@@ -40,6 +39,5 @@ class CrossModalSSA(nn.Module):
         v = self._heads(self.v_lif(self.v_proj(x_kv)))
         scores = q @ k.transpose(-1, -2)  # [T,B,H,N,N]
         attended = (scores @ v) * self.scale  # [T,B,H,N,C/H]
-        t, b, h, n, d = attended.shape
-        attended = attended.transpose(-1, -2).reshape(t, b, h * d, n)
+        attended = attended.transpose(-1, -2).flatten(2, 3)  # [T,B,C,N]
         return self.out_lif(self.out_proj(self.attn_lif(attended)))
