@@ -69,10 +69,10 @@ def measure(
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint.model_config
     if isinstance(dataset, str):
-        from snnergy.data.registry import make_dataset
+        from snnergy.data.registry import dataset_for_model
 
         name = dataset
-        data = make_dataset(dataset, split, config.image_size, config.time_steps, data_root, cache_dir, **(dataset_options or {}))
+        data = dataset_for_model(dataset, split, config, data_root, cache_dir, **(dataset_options or {}))
     else:
         name, data = type(dataset).__name__, dataset
     if len(data) == 0:

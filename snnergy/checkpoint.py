@@ -15,9 +15,7 @@ truncated checkpoint behind.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from snnergy.atomic import atomic_write
 from snnergy.config import ModelConfig
 from snnergy.model import SNNergy
 
@@ -85,19 +84,7 @@ def from_model(model: SNNergy, class_names: list[str] | None = None, **meta: Any
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     """Write atomically: a crash mid-write leaves any previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint.to_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(checkpoint.to_dict(), handle))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

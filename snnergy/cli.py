@@ -100,22 +100,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from snnergy.checkpoint import load_checkpoint
-    from snnergy.data.registry import make_dataset
-    from snnergy.evaluate import evaluate, format_report, write_report
+    from snnergy.data.registry import dataset_for_model
     from snnergy.devices import resolve_device
+    from snnergy.evaluate import evaluate, format_report, write_report
 
     checkpoint = load_checkpoint(args.checkpoint)
-    config = checkpoint.model_config
-    dataset = make_dataset(
-        args.dataset,
-        args.split,
-        config.image_size,
-        config.time_steps,
-        args.data_root,
-        args.cache_dir,
-        modality=args.modality,
-        **dataset_options(args),
-    )
+    dataset = dataset_for_model(
+        args.dataset, args.split, checkpoint.model_config, args.data_root, args.cache_dir,
+        modality=args.modality, **dataset_options(args),
+    )  # fmt: skip
     device = resolve_device(args.device)
     result = evaluate(checkpoint.build_model().to(device), dataset, device, args.batch_size, checkpoint.class_names)
     result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split, modality=args.modality)
@@ -130,13 +123,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
     import json
 
     from snnergy.checkpoint import load_checkpoint
-    from snnergy.data.registry import make_dataset
+    from snnergy.data.registry import dataset_for_model
     from snnergy.parity import device_parity
 
     checkpoint = load_checkpoint(args.checkpoint)
-    config = checkpoint.model_config
-    dataset = make_dataset(
-        args.dataset, args.split, config.image_size, config.time_steps, args.data_root, args.cache_dir, **dataset_options(args)
+    dataset = dataset_for_model(
+        args.dataset, args.split, checkpoint.model_config, args.data_root, args.cache_dir, **dataset_options(args)
     )
     result = device_parity(checkpoint, dataset, args.samples, tuple(args.devices))
     a, b = result["devices"]

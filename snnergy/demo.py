@@ -18,7 +18,7 @@ from pathlib import Path
 
 from snnergy.checkpoint import load_checkpoint
 from snnergy.config import load_preset
-from snnergy.data.registry import make_dataset
+from snnergy.data.registry import dataset_for_model
 from snnergy.evaluate import evaluate, write_report
 from snnergy.recipe import load_train_preset
 from snnergy.summary import describe
@@ -44,7 +44,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     print("[2/3] evaluating the best checkpoint on the held-out test split (unseen voices and images)", flush=True)
     accuracies = {}
     for modality in ("both", "audio", "video"):
-        test_set = make_dataset("avdigits", "test", config.image_size, config.time_steps, modality=modality)
+        test_set = dataset_for_model("avdigits", "test", config, modality=modality)
         result = evaluate(model, test_set, "cpu", 64, checkpoint.class_names)
         accuracies[modality] = result["accuracy"]
         if modality == "both":

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from snnergy.atomic import atomic_write
 
 CACHE_ENV = "SNNERGY_CACHE"
 
@@ -45,19 +46,8 @@ def atomic_save_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool
     On any error the temp file is removed and the exception re-raised, so ``path`` is
     either absent or complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            (np.savez_compressed if compress else np.savez)(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    save = np.savez_compressed if compress else np.savez
+    return atomic_write(path, lambda handle: save(handle, **arrays))
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

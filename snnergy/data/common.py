@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from snnergy.atomic import atomic_write_text
 from snnergy.data import media
 from snnergy.data.cache import atomic_save_npz, dataset_cache_dir, load_npz, params_hash
 from snnergy.data.encoding import encode_time
@@ -130,20 +130,6 @@ def stratified_split(keys_by_class: Mapping[Any, Iterable[str]], seed: int, frac
         for name, keys in fraction_split(keys_by_class[cls], seed, fractions).items():
             merged.setdefault(name, []).extend(keys)
     return {name: sorted(keys) for name, keys in merged.items()}
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` via a temp file in the same directory and ``os.replace`` (all or nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_split_file(path: Path, *, dataset: str, data_root: Path, mode: str, seed: int | None, splits: Mapping[str, Sequence[str]], **info: Any) -> Path:

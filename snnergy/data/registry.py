@@ -37,6 +37,19 @@ def make_dataset(
     return _real_dataset(name, split, image_size, time_steps, Path(data_root), cache_dir, **options)
 
 
+def dataset_for_model(
+    name: str,
+    split: str,
+    model_config: Any,
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    **options: Any,
+) -> Dataset:
+    """A dataset split encoded at the model's resolution and timesteps (what eval, parity,
+    energy and the demo feed a checkpoint)."""
+    return make_dataset(name, split, model_config.image_size, model_config.time_steps, data_root, cache_dir, **options)
+
+
 def _real_dataset(name: str, split: str, image_size: int, time_steps: int, root: Path, cache_dir, **options: Any) -> Dataset:
     if name == "cremad":
         from snnergy.data.cremad import CremaD as loader
