@@ -1,0 +1,145 @@
+"""Building NIR graphs from SNNergy modules (work in progress: SPDS blocks so far).
+
+Conventions, shared by every NIR node this module writes:
+
+* time: SpikingJelly's discrete LIF ``h = v + (x - (v - v_reset)) / tau`` is the Euler
+  step (``dt``) of NIR's continuous LIF ``tau_c dv/dt = (v_leak - v) + r I`` with
+  ``tau_c = tau * dt``, ``r = 1``, ``v_leak = v_reset``; ``dt`` is stored in the graph's
+  metadata. Exact: norse runs these nodes spike-for-spike like SpikingJelly (tested).
+* conv + BN: BN (eval statistics) folded into the conv's weight and bias, exactly
+  ``w * g / sqrt(var + eps)``, ``b = beta - mean * g / sqrt(var + eps)``.
+* max-pool of spikes = logical OR = ``SumPool2d`` into a memoryless threshold unit. NIR's
+  ``Threshold`` is that unit, but norse cannot run it, so we write the equivalent LIF with
+  ``tau_c = dt`` (its membrane equals its input every step) and threshold 0.5.
+* several edges into one node are summed (NIR semantics): the SPDS branch sum is two
+  edges into the output LIF.
+
+Status: not yet wired to ``snnergy-export --target nir``. Verified so far: BN folding,
+stock ``nir.write``/``nir.read`` round trip of an SPDS subgraph, and norse reproducing a
+conv -> LIF -> spike-OR chain spike for spike. Found: norse 1.1's graph executor does not
+sum several incoming edges (a node with fan-in receives one branch), so a whole SPDS
+block cannot be checked in norse as written; nirtorch's interpreter is the next
+consumer to try for fan-in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+import torch
+from spikingjelly.activation_based import layer, neuron
+
+from snnergy.layers.projection import ConvBN2d
+from snnergy.layers.spds import SPDS
+
+DT = 1e-3  # seconds per SpikingJelly timestep in the continuous NIR parameters
+
+
+@dataclass
+class Subgraph:
+    """Nodes and edges of a part of the network, with its entry and exit node names."""
+
+    nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    entries: list[str] = field(default_factory=list)
+    exit: str = ""
+    output_shape: tuple[int, ...] = ()
+
+
+def fold_conv_bn(block: ConvBN2d) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and bias of the conv with its eval-mode BN folded in."""
+    conv, bn = block.conv, block.bn
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight.detach() * scale[:, None, None, None]
+    bias = bn.bias.detach() - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.detach() * scale
+    return weight.double().numpy().astype(np.float32), bias.double().numpy().astype(np.float32)
+
+
+def conv_node(block: ConvBN2d, input_shape: tuple[int, int, int]) -> tuple[nir.Conv2d, tuple[int, int, int]]:
+    """A NIR Conv2d (BN folded) for a ``[C, H, W]`` input; returns it with its output shape."""
+    weight, bias = fold_conv_bn(block)
+    conv = block.conv
+    node = nir.Conv2d(
+        input_shape=input_shape[1:],
+        weight=weight,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias,
+    )
+    height, width = (
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, p, d, k, s in zip(input_shape[1:], conv.padding, conv.dilation, conv.kernel_size, conv.stride)
+    )
+    return node, (weight.shape[0], height, width)
+
+
+def lif_node(lif: neuron.LIFNode, shape: tuple[int, ...], dt: float = DT) -> nir.LIF:
+    """NIR LIF reproducing a SpikingJelly hard-reset, decay-input LIF under Euler steps of ``dt``."""
+    if not lif.decay_input or lif.v_reset is None:
+        raise ValueError("only decay_input hard-reset LIFs map exactly to NIR's LIF")
+    full = lambda value: np.full(shape, value, dtype=np.float32)  # noqa: E731
+    return nir.LIF(
+        tau=full(lif.tau * dt), r=full(1.0), v_leak=full(lif.v_reset), v_threshold=full(lif.v_threshold), v_reset=full(lif.v_reset)
+    )
+
+
+def spike_or_nodes(pool: layer.MaxPool2d, shape: tuple[int, int, int], dt: float = DT) -> tuple[nir.SumPool2d, nir.LIF, tuple[int, int, int]]:
+    """Max-pool of binary spikes as SumPool2d + memoryless threshold unit (an OR)."""
+    kernel, stride = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size)
+    out_shape = (shape[0], shape[1] // stride[0], shape[2] // stride[1])
+    full = lambda value: np.full(out_shape, value, dtype=np.float32)  # noqa: E731
+    gate = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(0.5), v_reset=full(0.0))
+    gate.metadata["snnergy_op"] = "spike_or"
+    return nir.SumPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array((0, 0))), gate, out_shape
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def spds_subgraph(spds: SPDS, input_shape: tuple[int, int, int], prefix: str) -> Subgraph:
+    """The SPDS block: deep branch and strided shortcut summed into the output LIF."""
+    sub = Subgraph()
+    previous, shape = None, input_shape
+    for index, module in enumerate(spds.deep):
+        name = f"{prefix}.deep.{index}"
+        if isinstance(module, ConvBN2d):
+            node, shape = conv_node(module, shape)
+            sub.nodes[name] = node
+        elif isinstance(module, neuron.LIFNode):
+            sub.nodes[name] = lif_node(module, shape)
+        elif isinstance(module, layer.MaxPool2d):
+            pool, gate, shape = spike_or_nodes(module, shape)
+            sub.nodes[f"{name}.sum"], sub.nodes[name] = pool, gate
+            sub.edges.append((f"{name}.sum", name))
+            if previous is not None:
+                sub.edges.append((previous, f"{name}.sum"))
+            previous = name
+            continue
+        else:
+            raise ValueError(f"SPDS module '{name}' ({type(module).__name__}) has no NIR mapping")
+        if previous is None:
+            sub.entries.append(name)
+        else:
+            sub.edges.append((previous, name))
+        previous = name
+    shortcut, _ = conv_node(spds.shortcut, input_shape)
+    sub.nodes[f"{prefix}.shortcut"] = shortcut
+    sub.entries.append(f"{prefix}.shortcut")
+    sub.nodes[f"{prefix}.out_lif"] = lif_node(spds.out_lif, shape)
+    sub.edges += [(previous, f"{prefix}.out_lif"), (f"{prefix}.shortcut", f"{prefix}.out_lif")]
+    sub.exit, sub.output_shape = f"{prefix}.out_lif", shape
+    return sub
+
+
+def standalone_graph(sub: Subgraph, input_shape: tuple[int, ...], dt: float = DT) -> nir.NIRGraph:
+    """``sub`` between one Input and one Output node: a graph stock NIR consumers can run."""
+    nodes = {"input": nir.Input(input_type=np.array(input_shape)), **sub.nodes, "output": nir.Output(output_type=np.array(sub.output_shape))}
+    edges = [("input", entry) for entry in sub.entries] + sub.edges + [(sub.exit, "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "producer": "snnergy"})
