@@ -14,12 +14,14 @@ Conventions, shared by every NIR node this module writes:
 * several edges into one node are summed (NIR semantics): the SPDS branch sum is two
   edges into the output LIF.
 
-Status: not yet wired to ``snnergy-export --target nir``. Verified so far: BN folding,
-stock ``nir.write``/``nir.read`` round trip of an SPDS subgraph, and norse reproducing a
-conv -> LIF -> spike-OR chain spike for spike. Found: norse 1.1's graph executor does not
-sum several incoming edges (a node with fan-in receives one branch), so a whole SPDS
-block cannot be checked in norse as written; nirtorch's interpreter is the next
-consumer to try for fan-in.
+Status: not yet wired to ``snnergy-export --target nir``; written so far: SPDS blocks and
+spiking MLPs. Verified: BN folding, stock ``nir.write``/``nir.read`` round trip, norse
+reproducing fan-in-free chains (conv -> LIF -> spike-OR, the MLP) spike for spike, and
+nirtorch's interpreter reproducing whole SPDS blocks (with the branch-sum fan-in) spike
+for spike. Found: norse 1.1's graph executor does not sum several incoming edges (a node
+with fan-in receives one branch only), so blocks with fan-in are validated in nirtorch,
+which does sum them. Next: CMQKA / SSA / residual streams / head, with extension
+subgraphs for the real-valued fusion product and the mean over time.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import numpy as np
 import torch
 from spikingjelly.activation_based import layer, neuron
 
-from snnergy.layers.projection import ConvBN2d
+from snnergy.layers.block import SpikingMLP
+from snnergy.layers.projection import ConvBN2d, TokenProjection
 from snnergy.layers.spds import SPDS
 
 DT = 1e-3  # seconds per SpikingJelly timestep in the continuous NIR parameters
@@ -48,33 +51,40 @@ class Subgraph:
     output_shape: tuple[int, ...] = ()
 
 
-def fold_conv_bn(block: ConvBN2d) -> tuple[np.ndarray, np.ndarray]:
-    """Weight and bias of the conv with its eval-mode BN folded in."""
+def fold_conv_bn(block: ConvBN2d | TokenProjection) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and bias of the conv with its eval-mode BN folded in.
+
+    A token projection (1x1 Conv1d over tokens) becomes a 1x1 Conv2d over the token grid.
+    """
     conv, bn = block.conv, block.bn
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    weight = conv.weight.detach() * scale[:, None, None, None]
+    kernel = conv.weight.detach()
+    if kernel.dim() == 3:
+        kernel = kernel.unsqueeze(-1)
+    weight = kernel * scale[:, None, None, None]
     bias = bn.bias.detach() - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias.detach() * scale
     return weight.double().numpy().astype(np.float32), bias.double().numpy().astype(np.float32)
 
 
-def conv_node(block: ConvBN2d, input_shape: tuple[int, int, int]) -> tuple[nir.Conv2d, tuple[int, int, int]]:
+def conv_node(block: ConvBN2d | TokenProjection, input_shape: tuple[int, int, int]) -> tuple[nir.Conv2d, tuple[int, int, int]]:
     """A NIR Conv2d (BN folded) for a ``[C, H, W]`` input; returns it with its output shape."""
     weight, bias = fold_conv_bn(block)
     conv = block.conv
+    kernel, stride, padding, dilation = (_pair(v[0] if len(v) == 1 else v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
     node = nir.Conv2d(
         input_shape=input_shape[1:],
         weight=weight,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
         groups=conv.groups,
         bias=bias,
     )
     height, width = (
-        (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, p, d, k, s in zip(input_shape[1:], conv.padding, conv.dilation, conv.kernel_size, conv.stride)
+        (size + 2 * p - d * (k - 1) - 1) // st + 1
+        for size, p, d, k, st in zip(input_shape[1:], padding, dilation, kernel, stride)
     )
     return node, (weight.shape[0], height, width)
 
@@ -136,6 +146,50 @@ def spds_subgraph(spds: SPDS, input_shape: tuple[int, int, int], prefix: str) ->
     sub.edges += [(previous, f"{prefix}.out_lif"), (f"{prefix}.shortcut", f"{prefix}.out_lif")]
     sub.exit, sub.output_shape = f"{prefix}.out_lif", shape
     return sub
+
+
+def mlp_subgraph(mlp: SpikingMLP, grid_shape: tuple[int, int, int], prefix: str) -> Subgraph:
+    """The spiking MLP on a ``[C, H, W]`` token grid: two BN-folded 1x1 convs and their LIFs."""
+    fc1, hidden = conv_node(mlp.fc1, grid_shape)
+    fc2, out = conv_node(mlp.fc2, hidden)
+    names = [f"{prefix}.fc1", f"{prefix}.lif1", f"{prefix}.fc2", f"{prefix}.lif2"]
+    nodes = dict(zip(names, (fc1, lif_node(mlp.lif1, hidden), fc2, lif_node(mlp.lif2, out))))
+    return Subgraph(nodes, list(zip(names, names[1:])), [names[0]], names[-1], out)
+
+
+class NIRLIF(torch.nn.Module):
+    """NIR's LIF integrated with Euler steps of ``dt``: the reference semantics under which
+    nirtorch (which ships no neuron models) runs our graphs. Stateful in nirtorch's sense:
+    ``forward(x, state) -> (spikes, state)``."""
+
+    def __init__(self, node: nir.LIF, dt: float = DT):
+        super().__init__()
+        for key in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+            self.register_buffer(key, torch.from_numpy(np.asarray(getattr(node, key), dtype=np.float32)))
+        self.dt = dt
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.v_reset.expand_as(x) if state is None else state
+        v = v + self.dt / self.tau * ((self.v_leak - v) + self.r * x)
+        spikes = (v >= self.v_threshold).to(x.dtype)
+        return spikes, spikes * self.v_reset + (1 - spikes) * v
+
+
+def to_nirtorch(graph: nir.NIRGraph) -> torch.nn.Module:
+    """Load a graph with nirtorch's interpreter; LIF nodes run as :class:`NIRLIF`."""
+    import nirtorch
+
+    dt = float(graph.metadata.get("dt", DT))
+    return nirtorch.nir_to_torch(graph, node_map={nir.LIF: lambda node: NIRLIF(node, dt)})
+
+
+def run_steps(module: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """Run a stateful NIR-derived module (norse or nirtorch) over ``[T, ...]`` frames."""
+    state, outputs = None, []
+    for frame in frames:
+        out, state = module(frame, state)
+        outputs.append(out)
+    return torch.stack(outputs)
 
 
 def standalone_graph(sub: Subgraph, input_shape: tuple[int, ...], dt: float = DT) -> nir.NIRGraph:

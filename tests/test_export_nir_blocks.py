@@ -73,3 +73,37 @@ def test_norse_runs_conv_lif_or_spike_for_spike_like_pytorch():
     assert expected.sum() > 0 and set(expected.unique().tolist()) == {0.0, 1.0}
     agreement = (got == expected).float().mean().item()
     assert agreement >= 0.9999, agreement  # folded BN may flip a spike sitting exactly on the threshold
+
+
+def test_nirtorch_runs_a_whole_spds_block_with_its_branch_sum():
+    from export.nir_graph import run_steps, to_nirtorch
+
+    spds = trained_like_model().stem["video"]
+    graph = standalone_graph(spds_subgraph(spds, (3, 32, 32), "stem.video"), (3, 32, 32))
+    x = torch.rand(6, 2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2
+    functional.reset_net(spds)
+    with torch.no_grad():
+        expected = spds(x)
+        got = run_steps(to_nirtorch(graph), x)
+    assert expected.sum() > 100
+    assert (got == expected).float().mean().item() >= 0.9999
+
+
+def test_norse_and_nirtorch_run_the_spiking_mlp_like_pytorch():
+    from export.nir_graph import mlp_subgraph, run_steps, to_nirtorch
+
+    mlp = trained_like_model().stages[0][0].mlp["audio"]
+    for projection in (mlp.fc1, mlp.fc2):  # drive both layers over threshold so each spikes
+        projection.bn.bias.data.fill_(1.2)
+    grid = (32, 8, 8)
+    graph = standalone_graph(mlp_subgraph(mlp, grid, "mlp"), grid)
+    tokens = (torch.rand(5, 2, 32, 64, generator=torch.Generator().manual_seed(3)) < 0.3).float()
+    functional.reset_net(mlp)
+    with torch.no_grad():
+        expected = mlp(tokens).unflatten(3, (8, 8))
+        frames = tokens.unflatten(3, (8, 8))
+        via_norse = run_steps(norse.from_nir(graph, dt=DT), frames)
+        via_nirtorch = run_steps(to_nirtorch(graph), frames)
+    assert expected.sum() > 0
+    for got in (via_norse, via_nirtorch):
+        assert (got == expected).float().mean().item() >= 0.9999
