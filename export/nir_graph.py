@@ -20,8 +20,10 @@ reproducing fan-in-free chains (conv -> LIF -> spike-OR, the MLP) spike for spik
 nirtorch's interpreter reproducing whole SPDS blocks (with the branch-sum fan-in) spike
 for spike. Found: norse 1.1's graph executor does not sum several incoming edges (a node
 with fan-in receives one branch only), so blocks with fan-in are validated in nirtorch,
-which does sum them. Next: CMQKA / SSA / residual streams / head, with extension
-subgraphs for the real-valued fusion product and the mean over time.
+which does sum them; nirtorch accepts one graph input only, so two-role subgraphs (CMQKA's
+query and key streams) are validated with one stream in both roles. Written and verified
+too: a CMQKA pathway up to its AND. Next: the fusion product and mean over time
+(extension subgraphs), SSA, residual streams with alpha, the head, the CLI target.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Subgraph:
 
     nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
-    entries: list[str] = field(default_factory=list)
+    entries: dict[str, list[str]] = field(default_factory=dict)  # input role -> nodes reading it
     exit: str = ""
     output_shape: tuple[int, ...] = ()
 
@@ -135,13 +137,13 @@ def spds_subgraph(spds: SPDS, input_shape: tuple[int, int, int], prefix: str) ->
         else:
             raise ValueError(f"SPDS module '{name}' ({type(module).__name__}) has no NIR mapping")
         if previous is None:
-            sub.entries.append(name)
+            sub.entries.setdefault("in", []).append(name)
         else:
             sub.edges.append((previous, name))
         previous = name
     shortcut, _ = conv_node(spds.shortcut, input_shape)
     sub.nodes[f"{prefix}.shortcut"] = shortcut
-    sub.entries.append(f"{prefix}.shortcut")
+    sub.entries.setdefault("in", []).append(f"{prefix}.shortcut")
     sub.nodes[f"{prefix}.out_lif"] = lif_node(spds.out_lif, shape)
     sub.edges += [(previous, f"{prefix}.out_lif"), (f"{prefix}.shortcut", f"{prefix}.out_lif")]
     sub.exit, sub.output_shape = f"{prefix}.out_lif", shape
@@ -154,7 +156,66 @@ def mlp_subgraph(mlp: SpikingMLP, grid_shape: tuple[int, int, int], prefix: str)
     fc2, out = conv_node(mlp.fc2, hidden)
     names = [f"{prefix}.fc1", f"{prefix}.lif1", f"{prefix}.fc2", f"{prefix}.lif2"]
     nodes = dict(zip(names, (fc1, lif_node(mlp.lif1, hidden), fc2, lif_node(mlp.lif2, out))))
-    return Subgraph(nodes, list(zip(names, names[1:])), [names[0]], names[-1], out)
+    return Subgraph(nodes, list(zip(names, names[1:])), {"in": [names[0]]}, names[-1], out)
+
+
+def memoryless_threshold(shape: tuple[int, ...], threshold: float, op: str, dt: float = DT) -> nir.LIF:
+    """A threshold unit (output = input >= threshold, no memory) as a LIF with ``tau_c = dt``."""
+    full = lambda value: np.full(shape, value, dtype=np.float32)  # noqa: E731
+    node = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(threshold), v_reset=full(0.0))
+    node.metadata["snnergy_op"] = op
+    return node
+
+
+def head_sum_node(channels: int, heads: int, grid: tuple[int, int]) -> nir.Conv2d:
+    """Per-token sum of each head's channels: a fixed 0/1 1x1 conv, ``C -> H``."""
+    weight = np.zeros((heads, channels, 1, 1), dtype=np.float32)
+    for channel in range(channels):
+        weight[channel // (channels // heads), channel] = 1.0
+    return nir.Conv2d(input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(heads, np.float32))
+
+
+def head_broadcast_node(channels: int, heads: int, grid: tuple[int, int]) -> nir.Conv2d:
+    """A head's mask copied to each of its channels: the transposed 0/1 map, ``H -> C``."""
+    summed = head_sum_node(channels, heads, grid)
+    weight = summed.weight.transpose(1, 0, 2, 3).copy()
+    return nir.Conv2d(input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(channels, np.float32))
+
+
+def cmqka_pathway_subgraph(attn, pathway: str, grid_shape: tuple[int, int, int], prefix: str) -> Subgraph:
+    """One CMQKA pathway up to its AND: ``F = SN_attn(sum_head Q) AND K``, all NIR primitives.
+
+    Roles: ``query`` (the stream of the querying modality) and ``key`` (the other one).
+    The mask neuron is the attention LIF (its own threshold); the broadcast of a head's
+    mask to its channels is a fixed 1x1 conv; the AND of two binary inputs is a
+    memoryless unit with threshold 1.5 fed by both (their sum is 2 only when both fire).
+    """
+    qk = getattr(attn, pathway)
+    mask_lif = getattr(attn, f"{pathway}_attn_lif")
+    channels, heads, grid = grid_shape[0], attn.num_heads, grid_shape[1:]
+    q_conv, shape = conv_node(qk.q_proj, grid_shape)
+    k_conv, _ = conv_node(qk.k_proj, grid_shape)
+    p = f"{prefix}.{pathway}"
+    nodes = {
+        f"{p}.q_proj": q_conv,
+        f"{p}.q_lif": lif_node(qk.q_lif, shape),
+        f"{p}.k_proj": k_conv,
+        f"{p}.k_lif": lif_node(qk.k_lif, shape),
+        f"{p}.head_sum": head_sum_node(channels, heads, grid),
+        f"{p}.attn_lif": lif_node(mask_lif, (heads, *grid)),
+        f"{p}.mask_broadcast": head_broadcast_node(channels, heads, grid),
+        f"{p}.and": memoryless_threshold(shape, 1.5, "spike_and"),
+    }
+    edges = [
+        (f"{p}.q_proj", f"{p}.q_lif"),
+        (f"{p}.q_lif", f"{p}.head_sum"),
+        (f"{p}.head_sum", f"{p}.attn_lif"),
+        (f"{p}.attn_lif", f"{p}.mask_broadcast"),
+        (f"{p}.mask_broadcast", f"{p}.and"),
+        (f"{p}.k_proj", f"{p}.k_lif"),
+        (f"{p}.k_lif", f"{p}.and"),
+    ]
+    return Subgraph(nodes, edges, {"query": [f"{p}.q_proj"], "key": [f"{p}.k_proj"]}, f"{p}.and", shape)
 
 
 class NIRLIF(torch.nn.Module):
@@ -195,5 +256,6 @@ def run_steps(module: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
 def standalone_graph(sub: Subgraph, input_shape: tuple[int, ...], dt: float = DT) -> nir.NIRGraph:
     """``sub`` between one Input and one Output node: a graph stock NIR consumers can run."""
     nodes = {"input": nir.Input(input_type=np.array(input_shape)), **sub.nodes, "output": nir.Output(output_type=np.array(sub.output_shape))}
-    edges = [("input", entry) for entry in sub.entries] + sub.edges + [(sub.exit, "output")]
+    entries = [entry for names in sub.entries.values() for entry in names]  # every role reads the one input
+    edges = [("input", entry) for entry in entries] + sub.edges + [(sub.exit, "output")]
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "producer": "snnergy"})

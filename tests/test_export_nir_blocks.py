@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nir
+import pytest
 import norse.torch as norse
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ def test_norse_runs_conv_lif_or_spike_for_spike_like_pytorch():
     chain = Subgraph(
         nodes={"conv": conv_nir, "lif": lif_node(lif, shape), "pool": sum_pool, "or": gate},
         edges=[("conv", "lif"), ("lif", "pool"), ("pool", "or")],
-        entries=["conv"],
+        entries={"in": ["conv"]},
         exit="or",
         output_shape=out_shape,
     )
@@ -107,3 +108,23 @@ def test_norse_and_nirtorch_run_the_spiking_mlp_like_pytorch():
     assert expected.sum() > 0
     for got in (via_norse, via_nirtorch):
         assert (got == expected).float().mean().item() >= 0.9999
+
+
+@pytest.mark.parametrize("pathway", ["spatial", "temporal"])
+def test_cmqka_pathway_up_to_the_and_is_pure_nir_and_exact(pathway):
+    from export.nir_graph import cmqka_pathway_subgraph, run_steps, to_nirtorch
+
+    attn = trained_like_model().stages[0][0].attn["video"]
+    qk = getattr(attn, pathway)
+    for projection in (qk.q_proj, qk.k_proj):  # drive Q and K well over threshold: masks and ANDs fire
+        projection.bn.bias.data.fill_(1.5)
+    grid = (32, 8, 8)
+    graph = standalone_graph(cmqka_pathway_subgraph(attn, pathway, grid, "cm"), grid)
+    stream = (torch.rand(5, 2, 32, 64, generator=torch.Generator().manual_seed(4)) < 0.3).float()
+    functional.reset_net(attn)
+    features = attn.spatial_features if pathway == "spatial" else attn.temporal_features
+    with torch.no_grad():
+        expected = features(stream, stream).unflatten(3, (8, 8))
+        got = run_steps(to_nirtorch(graph), stream.unflatten(3, (8, 8)))
+    assert 0 < expected.mean() < 1
+    assert (got == expected).float().mean().item() >= 0.9999
