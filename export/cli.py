@@ -25,8 +25,14 @@ def _onnx(checkpoint, args: argparse.Namespace) -> int:
         return 2
 
 
+def _nir(checkpoint, args: argparse.Namespace) -> int:
+    from export.nir_model import run_nir_export
+
+    return run_nir_export(checkpoint, args)
+
+
 # target -> exporter(checkpoint, args) -> exit code; filled in as exporters land
-EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx}
+EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx, "nir": _nir}
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

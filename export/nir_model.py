@@ -1,0 +1,269 @@
+"""The whole SNNergy network as one NIR graph (``snnergy-export --target nir``).
+
+Built from the primitives of ``export.nir_graph`` (BN folded, LIF mapped exactly, spike
+max-pool as OR, CMQKA masks and ANDs as fixed convs and threshold units). Three things
+NIR has no primitive for go into *extension subgraphs*: ``NIRGraph`` nodes holding an
+``Input -> Output`` pair whose metadata names the operation (``snnergy_op``) and, where
+the operation has several operands, the incoming edges in order (``operands``). Stock
+``nir.read`` loads them; a consumer that does not know ``snnergy_op`` would sum their
+inputs, so it must implement them (docs/export-nir.md):
+
+* ``token_mean``: mean over the tokens of each channel, broadcast back to every token
+  (CMQKA's ``mean_N(F_s)``). It is a fixed linear map, but the depthwise conv that would
+  express it fails NIR 1.0.8's type inference (which ignores ``groups``) and a dense
+  conv would weigh hundreds of MB at D=192;
+* ``time_mean``: mean over the T timesteps of a sample (CMQKA's ``mean_T(F_t)``, and the
+  readout of the per-step logits); its output exists only after the last step, which a
+  streaming runtime handles as T steps of pipeline latency;
+* ``product``: element-wise product of two real tensors (CMQKA's fusion
+  ``mean_N(F_s) * mean_T(F_t)``);
+* ``ssa_attention``: ``scale * (Q K^T) V`` per head (cross-modal SSA).
+
+Residual streams are sums of spike trains, some scaled by CMQKA's ``alpha``. A stream is
+kept as a list of (spike-source node, scale); a synaptic layer reading it becomes one conv
+node per distinct scale (weights times that scale; the bias only on the first), each fed
+by the sources of its scale, all into the same neuron (NIR sums incoming edges).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+from spikingjelly.activation_based import layer, neuron
+
+from export.nir_graph import (
+    DT,
+    conv_node,
+    head_broadcast_node,
+    head_sum_node,
+    lif_node,
+    memoryless_threshold,
+    spike_or_nodes,
+)
+from snnergy.checkpoint import Checkpoint
+from snnergy.layers.block import MODALITIES, CrossModalBlock, SpikingMLP
+from snnergy.layers.cmqka import CMQKAttention
+from snnergy.layers.projection import ConvBN2d, TokenProjection
+from snnergy.layers.spds import SPDS
+from snnergy.layers.ssa import CrossModalSSA
+from snnergy.model import SNNergy
+
+Stream = list[tuple[str, float]]  # (spike-source node, scale)
+Shape = tuple[int, int, int]
+
+
+def extension(op: str, shape: tuple[int, ...], **metadata) -> nir.NIRGraph:
+    """An operation NIR lacks, as a loadable ``Input -> Output`` subgraph named by metadata."""
+    typed = np.array(shape)
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=typed), "output": nir.Output(output_type=typed)},
+        edges=[("input", "output")],
+        metadata={"snnergy_op": op, **metadata},
+    )
+
+
+@dataclass
+class GraphBuilder:
+    nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, node: nir.NIRNode, *sources: str) -> str:
+        if name in self.nodes:
+            raise ValueError(f"duplicate NIR node name {name!r}")
+        self.nodes[name] = node
+        self.edges += [(source, name) for source in sources]
+        return name
+
+    def conv_from(self, block: ConvBN2d | TokenProjection, stream: Stream, shape: Shape, name: str) -> tuple[list[str], Shape]:
+        """The layer reading ``stream``: one conv node per distinct scale of its sources."""
+        names, out_shape = [], shape
+        for index, scale in enumerate(dict.fromkeys(s for _, s in stream)):
+            node, out_shape = conv_node(block, shape)
+            if scale != 1.0:
+                node.weight = (node.weight * np.float32(scale)).astype(np.float32)
+            if index > 0:
+                node.bias = np.zeros_like(node.bias)
+            node_name = name if index == 0 else f"{name}@scale{index}"
+            self.add(node_name, node, *(source for source, s in stream if s == scale))
+            names.append(node_name)
+        return names, out_shape
+
+    def lif(self, name: str, module: neuron.LIFNode, shape: tuple[int, ...], sources: list[str]) -> str:
+        return self.add(name, lif_node(module, shape), *sources)
+
+    # -- blocks ------------------------------------------------------------------------
+    def spds(self, spds: SPDS, stream: Stream, shape: Shape, prefix: str) -> tuple[Stream, Shape]:
+        input_shape, current = shape, stream
+        for index, module in enumerate(spds.deep):
+            name = f"{prefix}.deep.{index}"
+            if isinstance(module, ConvBN2d):
+                sources, shape = self.conv_from(module, current, shape, name)
+                deep_sources = sources
+            elif isinstance(module, neuron.LIFNode):
+                current = [(self.lif(name, module, shape, deep_sources), 1.0)]
+            elif isinstance(module, layer.MaxPool2d):
+                pool, gate, shape = spike_or_nodes(module, shape)
+                self.add(f"{name}.sum", pool, *(s for s, _ in current))
+                current = [(self.add(name, gate, f"{name}.sum"), 1.0)]
+            else:
+                raise ValueError(f"module '{name}' ({type(module).__name__}) has no NIR mapping")
+        shortcut, _ = self.conv_from(spds.shortcut, stream, input_shape, f"{prefix}.shortcut")
+        out = self.lif(f"{prefix}.out_lif", spds.out_lif, shape, deep_sources + shortcut)
+        return [(out, 1.0)], shape
+
+    def mlp(self, mlp: SpikingMLP, stream: Stream, shape: Shape, prefix: str) -> str:
+        fc1, hidden = self.conv_from(mlp.fc1, stream, shape, f"{prefix}.fc1")
+        lif1 = self.lif(f"{prefix}.lif1", mlp.lif1, hidden, fc1)
+        fc2, out = self.conv_from(mlp.fc2, [(lif1, 1.0)], hidden, f"{prefix}.fc2")
+        return self.lif(f"{prefix}.lif2", mlp.lif2, out, fc2)
+
+    def cmqka(self, attn: CMQKAttention, query: Stream, key: Stream, shape: Shape, prefix: str) -> str:
+        channels, heads, grid = shape[0], attn.num_heads, shape[1:]
+        features = {}
+        for pathway in ("spatial", "temporal"):
+            if not hasattr(attn, pathway):
+                continue
+            qk, p = getattr(attn, pathway), f"{prefix}.{pathway}"
+            q = self.lif(f"{p}.q_lif", qk.q_lif, shape, self.conv_from(qk.q_proj, query, shape, f"{p}.q_proj")[0])
+            k = self.lif(f"{p}.k_lif", qk.k_lif, shape, self.conv_from(qk.k_proj, key, shape, f"{p}.k_proj")[0])
+            self.add(f"{p}.head_sum", head_sum_node(channels, heads, grid), q)
+            self.lif(f"{p}.attn_lif", getattr(attn, f"{pathway}_attn_lif"), (heads, *grid), [f"{p}.head_sum"])
+            self.add(f"{p}.mask_broadcast", head_broadcast_node(channels, heads, grid), f"{p}.attn_lif")
+            features[pathway] = self.add(f"{p}.and", memoryless_threshold(shape, 1.5, "spike_and"), f"{p}.mask_broadcast", k)
+        if len(features) == 2:
+            spatial = self.add(f"{prefix}.fusion.spatial_mean", extension("token_mean", shape), features["spatial"])
+            temporal = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
+            fused = self.add(f"{prefix}.fusion.product", extension("product", shape, operands=[spatial, temporal]), spatial, temporal)
+        else:
+            (fused,) = features.values()
+        out = self.conv_from(attn.out_proj, [(fused, 1.0)], shape, f"{prefix}.out_proj")[0]
+        return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
+
+    def ssa(self, attn: CrossModalSSA, query: Stream, key: Stream, shape: Shape, prefix: str) -> str:
+        q = self.lif(f"{prefix}.q_lif", attn.q_lif, shape, self.conv_from(attn.q_proj, query, shape, f"{prefix}.q_proj")[0])
+        k = self.lif(f"{prefix}.k_lif", attn.k_lif, shape, self.conv_from(attn.k_proj, key, shape, f"{prefix}.k_proj")[0])
+        v = self.lif(f"{prefix}.v_lif", attn.v_lif, shape, self.conv_from(attn.v_proj, key, shape, f"{prefix}.v_proj")[0])
+        product = extension("ssa_attention", shape, operands=[q, k, v], heads=attn.num_heads, scale=attn.scale)
+        attended = self.add(f"{prefix}.attention", product, q, k, v)
+        self.lif(f"{prefix}.attn_lif", attn.attn_lif, shape, [attended])
+        out = self.conv_from(attn.out_proj, [(f"{prefix}.attn_lif", 1.0)], shape, f"{prefix}.out_proj")[0]
+        return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
+
+    def block(self, block: CrossModalBlock, streams: dict[str, Stream], shape: Shape, prefix: str) -> dict[str, Stream]:
+        updated = {}
+        for m, other in (("audio", "video"), ("video", "audio")):
+            name = f"{prefix}.{m}"
+            build = self.cmqka if block.kind == "cmqka" else self.ssa
+            branch = build(block.attn[m], streams[m], streams[other], shape, f"{name}.attn")
+            weight = block.residual_weight(m)
+            alpha = float(weight.detach()) if hasattr(weight, "detach") else float(weight)
+            y = streams[m] + [(branch, alpha)]
+            updated[m] = y + [(self.mlp(block.mlp[m], y, shape, f"{name}.mlp"), 1.0)]
+        return updated
+
+    def head(self, model: SNNergy, streams: dict[str, Stream], shape: Shape) -> str:
+        """Mean over tokens per modality (AvgPool2d), flatten, the linear head split by modality."""
+        channels = shape[0]
+        weight = model.head.weight.detach().numpy().astype(np.float32)
+        bias = model.head.bias.detach().numpy().astype(np.float32)
+        parts = []
+        for index, m in enumerate(MODALITIES):
+            for group, scale in enumerate(dict.fromkeys(s for _, s in streams[m])):
+                pool = self.add(
+                    f"head.{m}.pool@scale{group}", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array((0, 0))),
+                    *(source for source, s in streams[m] if s == scale),
+                )  # fmt: skip
+                flat = self.add(f"head.{m}.flatten@scale{group}", nir.Flatten(input_type={"input": np.array((channels, 1, 1))}, start_dim=0), pool)
+                w = weight[:, index * channels : (index + 1) * channels] * np.float32(scale)
+                b = bias if (index == 0 and group == 0) else np.zeros_like(bias)
+                parts.append(self.add(f"head.{m}.linear@scale{group}", nir.Affine(weight=w.astype(np.float32), bias=b), flat))
+        logits = weight.shape[0]
+        identity = nir.Affine(weight=np.eye(logits, dtype=np.float32), bias=np.zeros(logits, np.float32))
+        summed = self.add("head.logits_per_step", identity, *parts)
+        return self.add("head.readout", extension("time_mean", (logits,)), summed)
+
+
+def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
+    """The whole network: two Input nodes (audio, video), one Output (logits per sample)."""
+    model = checkpoint.build_model()
+    config = model.config
+    builder = GraphBuilder()
+    size = config.image_size
+    streams, shapes = {}, {}
+    channels = {"audio": config.audio_channels, "video": config.video_channels}
+    for m in MODALITIES:
+        shape = (channels[m], size, size)
+        builder.add(f"input.{m}", nir.Input(input_type=np.array(shape)))
+        streams[m], shapes[m] = builder.spds(model.stem[m], [(f"input.{m}", 1.0)], shape, f"stem.{m}")
+    for index, blocks in enumerate(model.stages):
+        if index > 0:
+            for m in MODALITIES:
+                streams[m], shapes[m] = builder.spds(model.down[index - 1][m], streams[m], shapes[m], f"down{index}.{m}")
+        for b, block in enumerate(blocks):
+            streams = builder.block(block, streams, shapes["audio"], f"stage{index + 1}.{b}")
+    readout = builder.head(model, streams, shapes["audio"])
+    builder.add("output", nir.Output(output_type=np.array((config.num_classes,))), readout)
+    return nir.NIRGraph(
+        nodes=builder.nodes,
+        edges=builder.edges,
+        metadata={
+            "producer": "snnergy",
+            "dt": dt,
+            "time_steps": config.time_steps,
+            "model_config": json.dumps(config.to_dict()),
+            "class_names": list(checkpoint.class_names),
+            "extensions": ["token_mean", "time_mean", "product", "ssa_attention"],
+        },
+    )
+
+
+def stage_of(node_name: str) -> str:
+    """Report stage of a node: the downsampling SPDS belongs to the stage after it."""
+    head = node_name.split(".", 1)[0]
+    return {"down1": "stage2", "down2": "stage3", "input": "input", "output": "head"}.get(head, head)
+
+
+def summarise(graph: nir.NIRGraph) -> dict[str, dict[str, int]]:
+    """Nodes, neurons (LIF units, threshold units included) and synapses (conv/affine weights) per stage."""
+    summary: dict[str, dict[str, int]] = {}
+    for name, node in graph.nodes.items():
+        row = summary.setdefault(stage_of(name), {"nodes": 0, "neurons": 0, "synapses": 0, "extensions": 0})
+        row["nodes"] += 1
+        if isinstance(node, nir.LIF):
+            row["neurons"] += int(np.asarray(node.tau).size)
+        elif isinstance(node, (nir.Conv2d, nir.Affine)):
+            row["synapses"] += int(np.count_nonzero(node.weight))
+        elif isinstance(node, nir.NIRGraph):
+            row["extensions"] += 1
+    return summary
+
+
+def export_nir(checkpoint: Checkpoint, out_path) -> dict:
+    """Write the graph with ``nir.write`` and check that stock ``nir.read`` loads it back."""
+    from pathlib import Path
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    graph = build_nir_graph(checkpoint)
+    nir.write(out_path, graph)
+    loaded = nir.read(out_path)
+    if set(loaded.nodes) != set(graph.nodes) or len(loaded.edges) != len(graph.edges):
+        raise RuntimeError(f"{out_path} does not read back as written")
+    return {"path": str(out_path), "bytes": out_path.stat().st_size, "nodes": len(graph.nodes), "edges": len(graph.edges), "stages": summarise(graph)}
+
+
+def run_nir_export(checkpoint: Checkpoint, args) -> int:
+    from pathlib import Path
+
+    out = args.out or Path(args.checkpoint).with_suffix(".nir")
+    print(f"exporting {args.checkpoint} to NIR ...", flush=True)
+    summary = export_nir(checkpoint, out)
+    print(f"wrote {summary['path']}: {summary['nodes']} nodes, {summary['edges']} edges, {summary['bytes'] / 2**20:.1f} MiB "
+          f"(stock nir.read loads it back)\n")  # fmt: skip
+    print(f"{'stage':<8} {'nodes':>6} {'neurons':>9} {'synapses':>10} {'extensions':>10}")
+    for stage, row in summary["stages"].items():
+        print(f"{stage:<8} {row['nodes']:>6} {row['neurons']:>9,} {row['synapses']:>10,} {row['extensions']:>10}")
+    return 0

@@ -1,0 +1,81 @@
+"""Whole-network NIR export: stock nir.read round trip, every neuron present, residual scales, extensions, CLI."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+from spikingjelly.activation_based import neuron
+
+from export.cli import main as export_main
+from export.nir_model import build_nir_graph, export_nir
+from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.config import load_preset
+from snnergy.model import build_model
+
+MICRO = dict(image_size=16, embed_dim=16, time_steps=2, num_classes=3)
+
+
+def checkpoint_for(**overrides):
+    return from_model(build_model(load_preset("tiny", **MICRO, **overrides), seed=2))
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"attention": "all-ssa"}, {"attention": "all-cmqka", "cmqka_pathways": "spatial"}, {"cmqka_pathways": "temporal"}]
+)
+def test_round_trip_through_stock_nir_read(tmp_path, overrides):
+    checkpoint = checkpoint_for(**overrides)
+    summary = export_nir(checkpoint, tmp_path / "m.nir")
+    graph, loaded = build_nir_graph(checkpoint), nir.read(tmp_path / "m.nir")
+    assert set(loaded.nodes) == set(graph.nodes) and summary["nodes"] == len(graph.nodes)
+    assert sorted(map(tuple, loaded.edges)) == sorted(graph.edges)
+    assert set(loaded.input_type) == {"input.audio", "input.video"}
+    assert list(loaded.input_type["input.video"]) == [3, 16, 16]
+    assert list(loaded.output_type["output"]) == [3]
+    assert loaded.metadata["time_steps"] == 2
+
+
+def test_every_spiking_neuron_of_the_model_is_a_nir_lif():
+    checkpoint = checkpoint_for()
+    model = checkpoint.build_model()
+    graph = build_nir_graph(checkpoint)
+    model_lifs = [m for m in model.modules() if isinstance(m, neuron.LIFNode)]
+    nir_lifs = [n for n in graph.nodes.values() if isinstance(n, nir.LIF) and "snnergy_op" not in n.metadata]
+    assert len(nir_lifs) == len(model_lifs)
+    thresholds = sorted({float(np.asarray(n.v_threshold).flat[0]) for n in nir_lifs})
+    assert thresholds == pytest.approx([0.6, 1.0])  # attention masks keep their own threshold
+    lif = graph.nodes["stem.audio.out_lif"]
+    assert np.allclose(lif.tau, 2.0 * graph.metadata["dt"]) and np.allclose(lif.r, 1.0) and np.allclose(lif.v_reset, 0.0)
+
+
+def test_residual_alpha_scales_a_copy_of_the_reading_layer():
+    checkpoint = checkpoint_for()
+    alpha = float(checkpoint.state_dict["stages.0.0.alpha.video"])
+    graph = build_nir_graph(checkpoint)
+    plain, scaled = graph.nodes["stage1.0.video.mlp.fc1"], graph.nodes["stage1.0.video.mlp.fc1@scale1"]
+    assert np.allclose(scaled.weight, plain.weight * alpha) and not scaled.bias.any()
+    edges = set(graph.edges)
+    assert ("stage1.0.video.attn.out_lif", "stage1.0.video.mlp.fc1@scale1") in edges
+    assert ("stem.video.out_lif", "stage1.0.video.mlp.fc1") in edges
+    assert {("stage1.0.video.mlp.fc1", "stage1.0.video.mlp.lif1"), ("stage1.0.video.mlp.fc1@scale1", "stage1.0.video.mlp.lif1")} <= edges
+
+
+def test_extension_operations_are_named_with_their_operands():
+    graph = build_nir_graph(checkpoint_for())
+    product = graph.nodes["stage1.0.audio.attn.fusion.product"]
+    assert product.metadata["snnergy_op"] == "product"
+    assert list(product.metadata["operands"]) == ["stage1.0.audio.attn.fusion.spatial_mean", "stage1.0.audio.attn.fusion.temporal_mean"]
+    ssa = graph.nodes["stage3.0.video.attn.attention"]
+    assert ssa.metadata["snnergy_op"] == "ssa_attention" and ssa.metadata["heads"] == 8
+    assert graph.nodes["head.readout"].metadata["snnergy_op"] == "time_mean"
+    ops = {n.metadata.get("snnergy_op") for n in graph.nodes.values() if isinstance(n, nir.NIRGraph)}
+    assert ops == {"token_mean", "time_mean", "product", "ssa_attention"}
+
+
+def test_cli_summary(tmp_path, capsys):
+    path = save_checkpoint(checkpoint_for(), tmp_path / "model.pt")
+    assert export_main([str(path), "--target", "nir"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "model.nir").exists() and "stock nir.read loads it back" in out
+    for stage in ("stem", "stage1", "stage2", "stage3", "head"):
+        assert f"\n{stage} " in out
