@@ -1,8 +1,6 @@
 """``snnergy-export CKPT --target {nir,lava,onnx} --out PATH`` (also ``snnergy export``).
 
 Parses arguments, validates the checkpoint, and dispatches to the target's exporter.
-Targets whose exporter has not landed yet fail with exit code 2 and say so; nothing is
-written for them.
 """
 
 from __future__ import annotations
@@ -31,8 +29,14 @@ def _nir(checkpoint, args: argparse.Namespace) -> int:
     return run_nir_export(checkpoint, args)
 
 
-# target -> exporter(checkpoint, args) -> exit code; filled in as exporters land
-EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx, "nir": _nir}
+def _lava(checkpoint, args: argparse.Namespace) -> int:
+    from export.lava_package import run_lava_export
+
+    return run_lava_export(checkpoint, args)
+
+
+# target -> exporter(checkpoint, args) -> exit code
+EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx, "nir": _nir, "lava": _lava}
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

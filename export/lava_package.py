@@ -1,0 +1,168 @@
+"""``--target lava``: a directory the Lava runtime loads without the PyTorch model.
+
+    model.nir          the whole network (export.nir_model), float parameters
+    manifest.json      model config, class names, T, dt, input shapes, extensions,
+                       quantisation settings, versions, file list
+    fixed_point.npz    (--fixed-point) Loihi integer parameters per neuron population
+
+Fixed point follows lava-nc's bit-accurate LIF / Dense models (verified in
+tests/test_lava_smoke.py, docs/lava.md) and lava-dl's CUBA conventions:
+
+* SpikingJelly's ``v' = v + (x - v) / tau`` is Lava's ``v' = v (4096 - dv) / 4096 + u`` with
+  ``dv = 4096 / tau`` (12 bit) and ``u = a`` every step (``du = 4095`` clears the current:
+  lava adds 1 to du), so the input ``x`` enters through weights divided by ``tau``;
+* activation and threshold are both shifted left by 6 in Lava, so one scale ``s`` per
+  population maps floats to integers: ``w_mant = round(s * w / tau)`` (8 bit; mixed-sign
+  matrices keep even values only, as Lava drops their lowest bit), ``vth_mant =
+  round(s * vth)`` (17 bit), ``bias_mant << bias_exp = round(64 * s * b / tau)`` (bias
+  is not shifted by 6; 13-bit mantissa, 3-bit exponent);
+* ``s`` is the largest power of two that keeps every weight reaching the population in
+  8 bits and its threshold in 17 bits: all the population's inputs share it, since they
+  add into one membrane.
+
+Lava fires on ``v > vth`` where SpikingJelly fires on ``v >= vth``: with integer membranes
+an exact tie is possible, one source of the fixed-point mode's (measured) disagreement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from export.nir_model import build_nir_graph, summarise
+from snnergy.checkpoint import Checkpoint
+
+FORMAT = "snnergy-lava-package"
+FORMAT_VERSION = 1
+WEIGHT_MAX = 254  # mixed-sign 8-bit weights keep even values in [-256, 254]
+VTH_MAX = 2**17 - 1
+BIAS_MANT_MAX = 2**12 - 1
+BIAS_EXP_MAX = 7
+DECAY_ONE = 4096
+
+
+def _versions() -> dict[str, str]:
+    result = {}
+    for name in ("snnergy", "nir", "lava-nc", "lava-dl", "torch", "spikingjelly"):
+        try:
+            result[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            result[name] = "not installed"
+    return result
+
+
+def even_round(values: np.ndarray) -> np.ndarray:
+    """Round to the nearest even integer (Lava drops the lowest bit of mixed-sign weights)."""
+    return (2 * np.round(values / 2)).astype(np.int32)
+
+
+def population_scale(weights: list[np.ndarray], threshold: float) -> int:
+    """Largest power of two keeping every incoming weight in 8 bits and vth in 17 bits."""
+    largest = max((float(np.abs(w).max()) for w in weights if w.size), default=0.0)
+    limit = min(WEIGHT_MAX / largest if largest > 0 else float("inf"), VTH_MAX / max(threshold, 1e-12))
+    return int(2 ** np.floor(np.log2(limit))) if np.isfinite(limit) else 2**10
+
+
+def bias_to_fixed(bias_units: np.ndarray) -> tuple[np.ndarray, int]:
+    """``bias_mant << bias_exp`` closest to ``bias_units`` with a 13-bit mantissa."""
+    largest = float(np.abs(bias_units).max()) if bias_units.size else 0.0
+    exponent = 0
+    while exponent < BIAS_EXP_MAX and largest / 2**exponent > BIAS_MANT_MAX:
+        exponent += 1
+    mantissa = np.clip(np.round(bias_units / 2**exponent), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int32)
+    return mantissa, exponent
+
+
+def quantise(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
+    """Integer parameters of every LIF population and of the synaptic nodes feeding it."""
+    sources_of = defaultdict(list)
+    for source, target in graph.edges:
+        sources_of[target].append(source)
+    arrays: dict[str, np.ndarray] = {}
+    for name, node in graph.nodes.items():
+        if not isinstance(node, nir.LIF):
+            continue
+        tau_steps = float(np.asarray(node.tau).flat[0]) / float(graph.metadata["dt"])
+        threshold = float(np.asarray(node.v_threshold).flat[0])
+        synapses = [s for s in sources_of[name] if isinstance(graph.nodes[s], (nir.Conv2d, nir.Affine))]
+        direct = [s for s in sources_of[name] if s not in synapses]  # spikes or values arriving with weight 1
+        effective = {s: np.asarray(graph.nodes[s].weight, dtype=np.float64) / tau_steps for s in synapses}
+        unit = [np.array([1.0 / tau_steps])] if direct else []
+        scale = population_scale(list(effective.values()) + unit, threshold)
+        arrays[f"{name}/scale"] = np.array(scale, dtype=np.int64)
+        # memoryless threshold units (tau = one step) get the largest 12-bit decay: 1/4096 of v remains
+        arrays[f"{name}/dv"] = np.array(min(DECAY_ONE - 1, round(DECAY_ONE / tau_steps)), dtype=np.int32)
+        arrays[f"{name}/du"] = np.array(DECAY_ONE - 1, dtype=np.int32)
+        arrays[f"{name}/vth_mant"] = np.array(round(scale * threshold), dtype=np.int32)
+        arrays[f"{name}/direct_weight"] = np.array(round(scale / tau_steps), dtype=np.int32)
+        for source, weight in effective.items():
+            arrays[f"{name}/in/{source}/weight_mant"] = even_round(scale * weight)
+            bias = np.asarray(graph.nodes[source].bias, dtype=np.float64) / tau_steps
+            mantissa, exponent = bias_to_fixed(64 * scale * bias)
+            arrays[f"{name}/in/{source}/bias_mant"] = mantissa
+            arrays[f"{name}/in/{source}/bias_exp"] = np.array(exponent, dtype=np.int32)
+    return arrays
+
+
+def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False) -> dict[str, Any]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graph = build_nir_graph(checkpoint)
+    nir.write(out_dir / "model.nir", graph)
+    config = checkpoint.model_config
+    files = {"graph": "model.nir"}
+    if fixed_point:
+        np.savez_compressed(out_dir / "fixed_point.npz", **quantise(graph))
+        files["fixed_point"] = "fixed_point.npz"
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": config.to_dict(),
+        "class_names": list(checkpoint.class_names),
+        "time_steps": config.time_steps,
+        "dt": float(graph.metadata["dt"]),
+        "inputs": {name.split(".", 1)[1]: [int(d) for d in node.input_type["input"]] for name, node in graph.nodes.items() if isinstance(node, nir.Input)},
+        "output": "output",
+        "readout": "mean over the T timesteps of the per-step logits (extension time_mean)",
+        "extensions": list(graph.metadata["extensions"]),
+        "quantisation": {
+            "fixed_point": fixed_point,
+            "weights": "8-bit mantissa, even values for mixed-sign matrices, one power-of-two scale per population",
+            "decays": "12-bit out of 4096: dv = 4096 / tau, du = 4095 (current cleared every step)",
+            "threshold": "vth_mant = scale * threshold (Lava compares v > vth << 6)",
+            "bias": "bias_mant << bias_exp = 64 * scale * bias / tau (13-bit mantissa, 3-bit exponent)",
+        },
+        "versions": _versions(),
+        "files": files,
+        "stages": summarise(graph),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return {"path": str(out_dir), "nodes": len(graph.nodes), "edges": len(graph.edges), "fixed_point": fixed_point, "files": sorted(files.values()) + ["manifest.json"]}
+
+
+def read_manifest(package_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a package, with a clear error for a missing or foreign directory."""
+    path = Path(package_dir) / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{package_dir} is not an SNNergy Lava package: {path} is missing")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an SNNergy Lava package manifest")
+    for name in manifest["files"].values():
+        if not (Path(package_dir) / name).is_file():
+            raise ValueError(f"{package_dir}: file {name} named in the manifest is missing")
+    return manifest
+
+
+def run_lava_export(checkpoint: Checkpoint, args) -> int:
+    out = args.out or Path(args.checkpoint).with_suffix(".lava")
+    print(f"writing Lava package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...", flush=True)
+    summary = write_lava_package(checkpoint, out, args.fixed_point)
+    print(f"wrote {summary['path']}/: {', '.join(summary['files'])} ({summary['nodes']} NIR nodes, {summary['edges']} edges)")
+    return 0
