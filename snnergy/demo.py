@@ -1,14 +1,19 @@
 """The main job `make demo` runs: the whole path on the embedded avdigits benchmark.
 
+Like `snnergy.cli`, this is a composition root: the one other place in `snnergy/` that may
+call `energy` and `export`; the model, data and training code never do.
+
 1. build avdigits (cached after the first run);
 2. train the ``tiny`` preset on CPU within a time budget (resuming if a previous demo
    was interrupted: re-running continues from ``last.pt``);
 3. evaluate the best checkpoint on the held-out test split with both modalities, and
    with each modality alone (the other zeroed), to show how much the model relies on each;
 4. count real spikes on test samples and print the energy report per stage (45 nm cost
-   model) with the firing rates, plus the model summary and the analytic complexity table.
+   model) with the firing rates, plus the model summary and the analytic complexity table;
+5. export the best checkpoint as a Lava package (NIR graph, manifest, fixed-point
+   parameters) for the Lava runtime.
 
-Export and Lava simulation join this job as those parts land.
+The Lava simulation of that package joins this job when the runtime lands.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     out_dir = Path(out_dir)
     model_config = load_preset(DEMO_PRESET)
     train_config = load_train_preset(DEMO_PRESET, device="cpu", max_minutes=minutes)
-    print(f"[1/3] training preset '{DEMO_PRESET}' on avdigits for at most {minutes:g} minutes -> {out_dir}", flush=True)
+    print(f"[1/4] training preset '{DEMO_PRESET}' on avdigits for at most {minutes:g} minutes -> {out_dir}", flush=True)
     resume = (out_dir / "last.pt").exists()
     if resume:
         print(f"      resuming from {out_dir / 'last.pt'}", flush=True)
@@ -41,7 +46,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
 
     checkpoint = load_checkpoint(out_dir / "best.pt")
     model, config = checkpoint.build_model(), checkpoint.model_config
-    print("[2/3] evaluating the best checkpoint on the held-out test split (unseen voices and images)", flush=True)
+    print("[2/4] evaluating the best checkpoint on the held-out test split (unseen voices and images)", flush=True)
     accuracies = {}
     for modality in ("both", "audio", "video"):
         test_set = dataset_for_model("avdigits", "test", config, modality=modality)
@@ -59,7 +64,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     from energy.complexity import format_table5, stage_complexities
     from energy.report import EnergyReport, format_terminal
 
-    print(f"[3/3] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
+    print(f"[3/4] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
     energy = energy_report(
         out_dir / "best.pt",
         "avdigits",
@@ -74,4 +79,9 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     print(describe(config, model))
     print("\nAnalytic op counts of one fusion block per stage (CMQKA = N*D^2, SSA = N^2*D):\n")
     print(format_table5(stage_complexities(config.stage_tokens, config.stage_dims)))
+
+    from export.lava_package import write_lava_package
+
+    package = write_lava_package(checkpoint, out_dir / "model.lava", fixed_point=True)
+    print(f"\n[4/4] Lava package: {package['path']}/ ({', '.join(package['files'])}; {package['nodes']} NIR nodes)")
     return 0
