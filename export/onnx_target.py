@@ -95,6 +95,8 @@ def check_supported(model: nn.Module) -> None:
     lif_prefixes: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, neuron.LIFNode):
+            if module.v_reset is None:
+                raise UnsupportedModuleError(f"module '{name}' (LIFNode) uses soft reset (v_reset=None), which is not exported")
             lif_prefixes.append(name + ".")
             continue
         if any(name.startswith(prefix) for prefix in lif_prefixes):  # the LIF's surrogate: training only
@@ -147,7 +149,12 @@ def _add_metadata(path: Path, checkpoint: Checkpoint) -> None:
         "model_config": json.dumps(config.to_dict()),
         "class_names": json.dumps(checkpoint.class_names),
         "time_steps": str(config.time_steps),
-        "inputs": json.dumps({m: ["batch", *SNNergy(config).expected_shape(m, 1)[1:]] for m in ("audio", "video")}),
+        "inputs": json.dumps(
+            {
+                m: ["batch", config.time_steps, channels, config.image_size, config.image_size]
+                for m, channels in (("audio", config.audio_channels), ("video", config.video_channels))
+            }
+        ),
     }
     for key, value in entries.items():
         prop = model.metadata_props.add()

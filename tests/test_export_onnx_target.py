@@ -91,3 +91,15 @@ def test_unsupported_module_is_named():
     model.stages[0][0].mlp["audio"].act = nn.GELU()
     with pytest.raises(UnsupportedModuleError, match=r"module 'stages.0.0.mlp.audio.act' \(GELU\)"):
         check_supported(model)
+
+
+def test_cli_explicit_out_missing_checkpoint_and_unsupported_module(tmp_path, capsys, monkeypatch):
+    model = build_model(load_preset("tiny", **MICRO))
+    path = save_checkpoint(from_model(model), tmp_path / "m.pt")
+    assert export_main([str(path), "--target", "onnx", "--out", str(tmp_path / "sub" / "x.onnx")]) == 0
+    assert (tmp_path / "sub" / "x.onnx").exists()
+    assert export_main([str(tmp_path / "nope.pt"), "--target", "onnx"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    model.stem["audio"].out_lif.v_reset = None
+    with pytest.raises(UnsupportedModuleError, match=r"module 'stem.audio.out_lif' \(LIFNode\) uses soft reset"):
+        check_supported(model)
