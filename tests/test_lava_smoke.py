@@ -9,22 +9,18 @@ network (e.g. a float LIF parameter in fixed point) hangs instead of failing.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import multiprocessing as mp
 import os
-import signal
 import subprocess
 import sys
-import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 import pytest
 
 import lava_runtime  # installs the import hooks before any lava import
+from lava_runtime.guard import LavaRunError
+from lava_runtime.guard import run_with_timeout as guarded_run
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = 10  # time steps
@@ -122,78 +118,16 @@ def expected_fixed(
 
 
 # --------------------------------------------------------------------------
-# Running lava under a time limit
+# Running lava under a time limit (lava_runtime.guard)
 # --------------------------------------------------------------------------
 
 
-def _child(conn: Connection, fn: Callable[..., np.ndarray], args: tuple[Any, ...]) -> None:
-    """Own process group, so a hung lava runtime and its workers can be killed together."""
-    os.setpgid(0, 0)
-    try:
-        conn.send(("ok", fn(*args)))
-    except BaseException:  # noqa: BLE001 - report anything to the parent
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
 def run_with_timeout(fn: Callable[..., np.ndarray], *args: Any, timeout: float = TIMEOUT_S) -> np.ndarray:
-    """Run ``fn(*args)`` in a forked child; fail (and kill its process group) after ``timeout``.
-
-    Fork, not spawn: lava itself requires the fork start method.
-    """
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args))
-    proc.start()
-    child.close()
-    status, payload = "hang", None
+    """``lava_runtime.guard.run_with_timeout`` reporting a hang or a failure as a test failure."""
     try:
-        if parent.poll(timeout):
-            status, payload = parent.recv()
-    except EOFError:
-        status, payload = "error", f"child died without a result (exit code {proc.exitcode})"
-    finally:
-        _reap(proc, grace=0 if status == "hang" else 5)
-        parent.close()
-    if status == "hang":
-        pytest.fail(f"lava run did not finish within {timeout} s (hang)")
-    if status != "ok":
-        pytest.fail(f"lava run failed in child:\n{payload}")
-    return payload
-
-
-def _reap(proc: mp.process.BaseProcess, grace: float) -> None:
-    """Join ``proc``; after ``grace`` seconds kill it with every lava process it forked.
-
-    A killed lava runtime cannot unlink its shared-memory segments, so the ones
-    mapped by the process group are removed here.
-    """
-    proc.join(grace)
-    if not proc.is_alive():
-        return
-    segments = _shm_segments_of_group(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # child had not yet made its own process group
-        proc.kill()
-    proc.join()
-    for path in segments:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def _shm_segments_of_group(pgid: int) -> set[str]:
-    """``/dev/shm`` files mapped by any process of group ``pgid`` (Linux /proc)."""
-    segments: set[str] = set()
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(stat) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5: pgrp
-                    continue
-            with open(stat[: -len("stat")] + "maps") as f:
-                segments.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
-    return segments
+        return guarded_run(fn, *args, timeout=timeout)
+    except LavaRunError as error:
+        pytest.fail(str(error))
 
 
 def run_network(tag: str, w: np.ndarray, lif_kwargs: dict[str, Any], data_dtype: type) -> np.ndarray:

@@ -1,0 +1,320 @@
+"""CPU process models (floating and fixed point) of ``lava_runtime.processes``.
+
+Fixed point carries real values (the encoded input, extension outputs) as integers with
+``FRAC_BITS`` fractional bits, like Loihi's graded spikes; spikes are 0/1 integers. A
+synapse chain reading real values shifts its integer sum right by ``FRAC_BITS``
+(rounding to nearest) before it reaches a neuron.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
+from torch.nn import functional as F
+
+from lava_runtime.processes import (
+    Delay,
+    FrameSource,
+    HostSynapses,
+    Product,
+    Readout,
+    RecordedLIF,
+    SSAAttention,
+    Synapses,
+    TimeMean,
+    TokenMean,
+)
+
+FRAC_BITS = 8
+ONE = 1 << FRAC_BITS
+
+
+def to_fixed(values: np.ndarray) -> np.ndarray:
+    """Real values as integers with ``FRAC_BITS`` fractional bits."""
+    return np.round(np.asarray(values, dtype=np.float64) * ONE).astype(np.int64)
+
+
+def apply_ops(ops: list[tuple[str, dict[str, Any]]], x: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """Run a synapse chain on ``[lanes, ...]``; integer chains compute exactly in float64."""
+    t = torch.from_numpy(np.asarray(x)).to(dtype)
+    for kind, p in ops:
+        if kind == "conv2d":
+            t = F.conv2d(t, p["weight"], p.get("bias"), p["stride"], p["padding"], p["dilation"], p["groups"])
+        elif kind == "sumpool":
+            t = F.avg_pool2d(t, p["kernel"], p["stride"]) * (p["kernel"][0] * p["kernel"][1])
+        elif kind == "avgpool":
+            t = F.avg_pool2d(t, p["kernel"], p["stride"])
+        elif kind == "flatten":
+            t = t.flatten(1 + p["start_dim"])
+        elif kind == "affine":
+            t = t @ p["weight"].T + p["bias"]
+        elif kind == "scale":
+            t = t * p["factor"]
+        elif kind == "shift":  # integer >> bits, rounding to nearest
+            t = torch.floor((t + (1 << (p["bits"] - 1))) / (1 << p["bits"]))
+        else:
+            raise ValueError(f"unknown synapse operation {kind!r}")
+    return t.numpy()
+
+
+def _model(proc: type, select_tag: str):
+    """Lava's ``implements``/``requires``/``tag``, also for subclasses of another process's model
+    (Lava refuses to re-decorate a class that inherited ``implements_process``)."""
+
+    def decorate(cls: type) -> type:
+        cls.implements_process = None
+        return implements(proc=proc, protocol=LoihiProtocol)(requires(CPU)(tag(select_tag)(cls)))
+
+    return decorate
+
+
+class _Base(PyLoihiProcessModel):
+    def __init__(self, proc_params: dict[str, Any]) -> None:
+        super().__init__(proc_params)
+        torch.set_num_threads(1)  # one OS process per Lava process already
+
+
+# -- input ---------------------------------------------------------------------------------
+class _FrameSourceBase(_Base):
+    _frames = None
+
+    def run_spk(self) -> None:
+        if self._frames is None:
+            self._frames = np.load(self.proc_params["frames_path"], mmap_mode="r")
+        self.s_out.send(np.asarray(self._frames[self.time_step - 1]))
+
+
+@_model(FrameSource, "floating_pt")
+class PyFrameSourceFloat(_FrameSourceBase):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+
+@_model(FrameSource, "fixed_pt")
+class PyFrameSourceFixed(_FrameSourceBase):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+
+# -- synapses ---------------------------------------------------------------------------
+@_model(Synapses, "floating_pt")
+class PySynapsesFloat(_Base):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def run_spk(self) -> None:
+        self.a_out.send(apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float32).astype(np.float64))
+
+
+@_model(Synapses, "fixed_pt")
+class PySynapsesFixed(_Base):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        out = apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float64)
+        self.a_out.send(np.clip(out, -(2**23), 2**23 - 1).astype(np.int32))  # 24-bit activation
+
+
+@_model(HostSynapses, "floating_pt")
+class PyHostSynapses(PySynapsesFloat):
+    pass
+
+
+# -- extensions --------------------------------------------------------------------------
+class _Unary(_Base):
+    def run_spk(self) -> None:
+        self.a_out.send(self.compute(np.asarray(self.s_in.recv())))
+
+
+@_model(TokenMean, "floating_pt")
+class PyTokenMeanFloat(_Unary):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def compute(self, x: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(x.astype(np.float32).mean(axis=(-2, -1), keepdims=True), x.shape).astype(np.float64)
+
+
+@_model(TokenMean, "fixed_pt")
+class PyTokenMeanFixed(_Unary):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def compute(self, x: np.ndarray) -> np.ndarray:
+        tokens = x.shape[-1] * x.shape[-2]
+        total = x.astype(np.int64).sum(axis=(-2, -1), keepdims=True)
+        return np.broadcast_to((total * ONE + tokens // 2) // tokens, x.shape).astype(np.int32)
+
+
+class _TimeMeanBase(_Base):
+    def __init__(self, proc_params: dict[str, Any]) -> None:
+        super().__init__(proc_params)
+        self.window = proc_params["time_steps"]
+        self.offset = proc_params["input_latency"]
+        self.total = None
+        self.mean = None
+
+    def run_spk(self) -> None:
+        x = np.asarray(self.s_in.recv())
+        if self.total is None:
+            self.total, self.mean = np.zeros(x.shape, np.float64), np.zeros(x.shape, np.float64)
+        frame = (self.time_step - 1 - self.offset) % self.window
+        self.total = x.astype(np.float64) if frame == 0 else self.total + x
+        self.a_out.send(self.mean)
+        self.mean_sent = self.mean
+        if frame == self.window - 1:
+            self.mean = self.finish(self.total)
+
+    def finish(self, total: np.ndarray) -> np.ndarray:
+        return (total.astype(np.float32) / np.float32(self.window)).astype(np.float64)
+
+
+@_model(TimeMean, "floating_pt")
+class PyTimeMeanFloat(_TimeMeanBase):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+
+@_model(TimeMean, "fixed_pt")
+class PyTimeMeanFixed(_TimeMeanBase):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def finish(self, total: np.ndarray) -> np.ndarray:  # binary frames in, FRAC_BITS out
+        return (total.astype(np.int64) * ONE + self.window // 2) // self.window
+
+
+@_model(Readout, "floating_pt")
+class PyReadout(PyTimeMeanFloat):
+    _record = None
+
+    def run_spk(self) -> None:
+        super().run_spk()
+        if self._record is None:
+            self._record = np.load(self.proc_params["record_path"], mmap_mode="r+")
+        self._record[self.time_step - 1] = self.mean_sent
+
+
+@_model(Product, "floating_pt")
+class PyProductFloat(_Base):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    b_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def run_spk(self) -> None:
+        a, b = np.asarray(self.a_in.recv(), np.float32), np.asarray(self.b_in.recv(), np.float32)
+        self.a_out.send((a * b).astype(np.float64))
+
+
+@_model(Product, "fixed_pt")
+class PyProductFixed(_Base):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    b_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        a, b = np.asarray(self.a_in.recv(), np.int64), np.asarray(self.b_in.recv(), np.int64)
+        self.a_out.send(((a * b + ONE // 2) >> FRAC_BITS).astype(np.int32))
+
+
+def ssa_values(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
+    """``(Q K^T) V`` per head on ``[lanes, C, H, W]`` (integer counts for binary inputs)."""
+    lanes, channels = q.shape[:2]
+
+    def split(x: np.ndarray) -> torch.Tensor:  # -> [lanes, heads, N, C/heads]
+        return torch.from_numpy(np.asarray(x, np.float64)).reshape(lanes, heads, channels // heads, -1).transpose(-1, -2)
+
+    out = (split(q) @ split(k).transpose(-1, -2)) @ split(v)
+    return out.transpose(-1, -2).reshape(q.shape).numpy()
+
+
+@_model(SSAAttention, "floating_pt")
+class PySSAFloat(_Base):
+    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def run_spk(self) -> None:
+        counts = ssa_values(self.q_in.recv(), self.k_in.recv(), self.v_in.recv(), self.proc_params["heads"])
+        self.a_out.send((counts.astype(np.float32) * np.float32(self.proc_params["scale"])).astype(np.float64))
+
+
+@_model(SSAAttention, "fixed_pt")
+class PySSAFixed(_Base):
+    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        counts = ssa_values(self.q_in.recv(), self.k_in.recv(), self.v_in.recv(), self.proc_params["heads"])
+        self.a_out.send(to_fixed(counts * self.proc_params["scale"]).astype(np.int32))
+
+
+class _DelayBase(_Base):
+    def __init__(self, proc_params: dict[str, Any]) -> None:
+        super().__init__(proc_params)
+        self.buffer: list[np.ndarray] = []
+
+    def run_spk(self) -> None:
+        x = np.asarray(self.s_in.recv())
+        if not self.buffer:
+            self.buffer = [np.zeros_like(x) for _ in range(self.proc_params["steps"])]
+        self.buffer.append(x)
+        self.a_out.send(self.buffer.pop(0))
+
+
+@_model(Delay, "floating_pt")
+class PyDelayFloat(_DelayBase):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+
+@_model(Delay, "fixed_pt")
+class PyDelayFixed(_DelayBase):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+
+# -- neurons: Lava's own LIF models plus a recorder ----------------------------------------
+class _Recorder:
+    """Writes the spike vector of every step into the process's memory map."""
+
+    _record = None
+
+    def reset_voltage(self, spike_vector: np.ndarray) -> None:
+        if self._record is None:
+            self._record = np.load(self.proc_params["record_path"], mmap_mode="r+")
+        self._record[self.time_step - 1] = spike_vector
+        super().reset_voltage(spike_vector)
+
+
+@_model(RecordedLIF, "floating_pt")
+class PyRecordedLIFFloat(_Recorder, PyLifResetModelFloat):
+    pass
+
+
+@_model(RecordedLIF, "fixed_pt")
+class PyRecordedLIFFixed(_Recorder, PyLifResetModelBitAcc):
+    pass
+
+
+MODELS = {
+    "floating_pt": {
+        FrameSource: PyFrameSourceFloat, Synapses: PySynapsesFloat, HostSynapses: PyHostSynapses, TokenMean: PyTokenMeanFloat, TimeMean: PyTimeMeanFloat,
+        Readout: PyReadout, Product: PyProductFloat, SSAAttention: PySSAFloat, Delay: PyDelayFloat, RecordedLIF: PyRecordedLIFFloat,
+    },
+    "fixed_pt": {
+        FrameSource: PyFrameSourceFixed, Synapses: PySynapsesFixed, HostSynapses: PyHostSynapses, TokenMean: PyTokenMeanFixed, TimeMean: PyTimeMeanFixed,
+        Readout: PyReadout, Product: PyProductFixed, SSAAttention: PySSAFixed, Delay: PyDelayFixed, RecordedLIF: PyRecordedLIFFixed,
+    },
+}  # fmt: skip

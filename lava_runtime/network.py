@@ -1,0 +1,354 @@
+"""Build and run the Lava process graph of a ``--target lava`` package.
+
+Reads only the package's files (``manifest.json``, ``model.nir``, ``fixed_point.npz``).
+Inputs, spike recordings and logits travel through ``.npy`` memory maps in a work
+directory, so the Lava run (in a forked child under a time limit, ``lava_runtime.guard``)
+returns nothing but timings.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from export.lava_package import read_manifest
+from lava_runtime.guard import run_with_timeout
+from lava_runtime.plan import NetworkPlan, ProcessPlan, build_plan, lif_parameters
+
+MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
+REAL_VALUED = ("input", "token_mean", "time_mean", "product", "ssa_attention")
+BIAS_MANT_MAX = 4095
+
+
+@dataclass
+class Package:
+    path: Path
+    manifest: dict[str, Any]
+    graph: nir.NIRGraph
+    fixed: dict[str, np.ndarray] | None
+
+    @property
+    def time_steps(self) -> int:
+        return int(self.manifest["time_steps"])
+
+
+def load_package(path: str | Path) -> Package:
+    path = Path(path)
+    manifest = read_manifest(path)
+    graph = nir.read(path / manifest["files"]["graph"])
+    fixed = None
+    if "fixed_point" in manifest["files"]:
+        with np.load(path / manifest["files"]["fixed_point"]) as arrays:
+            fixed = {key: arrays[key] for key in arrays.files}
+    return Package(path, manifest, graph, fixed)
+
+
+@dataclass
+class SimulationResult:
+    logits: np.ndarray  # [samples, classes]
+    spikes: dict[str, np.ndarray]  # LIF node -> [samples, T, *shape] bool
+    mode: str
+    lanes: int
+    steps: int
+    latency: int
+    processes: int
+    process_counts: dict[str, int]
+    compile_seconds: float
+    run_seconds: float
+    peak_rss_mib: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+def _targets(plan: NetworkPlan) -> dict[str, list[str]]:
+    targets = defaultdict(list)
+    for process in plan.processes.values():
+        for source in process.sources:
+            targets[source].append(process.name)
+    return targets
+
+
+def _origin(plan: NetworkPlan, name: str) -> ProcessPlan:
+    """The process whose values reach ``name`` through delays."""
+    process = plan.processes[name]
+    return _origin(plan, process.sources[0]) if process.kind == "delay" else process
+
+
+def _final_target(plan: NetworkPlan, targets: dict[str, list[str]], name: str) -> ProcessPlan:
+    """The process that ``name``'s single output reaches through delays."""
+    (target,) = targets[name]
+    process = plan.processes[target]
+    return _final_target(plan, targets, target) if process.kind == "delay" else process
+
+
+class _Builder:
+    """Creates the Lava processes of a plan (runs inside the Lava child)."""
+
+    def __init__(self, package: Package, plan: NetworkPlan, mode: str, lanes: int, workdir: Path):
+        import torch
+
+        self.torch = torch
+        self.package, self.plan, self.mode, self.lanes, self.workdir = package, plan, mode, lanes, workdir
+        self.graph, self.dt = package.graph, float(package.manifest["dt"])
+        self.targets = _targets(plan)
+        self.procs: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- synapse operations
+    def _op(self, name: str, target: str | None) -> list[tuple[str, dict[str, Any]]]:
+        torch, node = self.torch, self.graph.nodes[name]
+        fixed = self.mode == "fixed" and target is not None
+        if isinstance(node, nir.Conv2d):
+            if fixed:
+                weight = torch.from_numpy(self.package.fixed[f"{target}/in/{name}/weight_mant"].astype(np.float64))
+                bias = None
+            else:
+                weight = torch.from_numpy(np.asarray(node.weight, np.float32))
+                bias = torch.from_numpy(np.asarray(node.bias, np.float32))
+            params = dict(weight=weight, bias=bias, groups=int(node.groups))
+            params.update({k: tuple(int(v) for v in np.broadcast_to(getattr(node, k), 2)) for k in ("stride", "padding", "dilation")})
+            return [("conv2d", params)]
+        if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            kind = "sumpool" if isinstance(node, nir.SumPool2d) else "avgpool"
+            return [(kind, {"kernel": tuple(int(k) for k in node.kernel_size), "stride": tuple(int(s) for s in node.stride)})]
+        if isinstance(node, nir.Flatten):
+            return [("flatten", {"start_dim": int(node.start_dim)})]
+        if isinstance(node, nir.Affine):
+            if fixed:
+                raise ValueError(f"{name}: fixed-point Affine into a neuron is not supported")
+            return [("affine", {"weight": torch.from_numpy(np.asarray(node.weight, np.float32)), "bias": torch.from_numpy(np.asarray(node.bias, np.float32))})]
+        raise ValueError(f"{name}: not a synaptic node")
+
+    def _into_neuron(self, target: str, source_kind: str, last_node: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """Scaling of the input of LIF ``target``: 1/tau in float; the integer weight, and the
+        fractional bits of real-valued inputs dropped, in fixed point."""
+        if self.mode == "float":
+            return [("scale", {"factor": 1.0 / lif_parameters(self.graph.nodes[target], self.dt)["tau_steps"]})]
+        ops = []
+        conv = last_node is not None and isinstance(self.graph.nodes[last_node], nir.Conv2d)
+        if not conv:
+            ops.append(("scale", {"factor": float(self.package.fixed[f"{target}/direct_weight"])}))
+        if source_kind in REAL_VALUED:
+            ops.append(("shift", {"bits": _frac_bits()}))
+        return ops
+
+    # ----------------------------------------------------------------- processes
+    def build(self) -> None:
+        from lava_runtime import processes as P
+
+        for plan in self.plan.processes.values():
+            shape = (self.lanes, *plan.shape)
+            kind = plan.kind
+            if kind == "input":
+                proc = P.FrameSource(shape=shape, frames_path=str(self.workdir / f"{plan.name}.npy"), name=plan.name)
+            elif kind == "synapses":
+                proc = self._synapses(plan, shape)
+            elif kind == "lif":
+                proc = self._lif(plan, shape)
+            elif kind == "token_mean":
+                proc = P.TokenMean(shape=shape, name=plan.name)
+            elif kind == "time_mean":
+                proc = P.TimeMean(shape=shape, time_steps=self.plan.time_steps, input_latency=plan.params["input_latency"], name=plan.name)
+            elif kind == "readout":
+                proc = P.Readout(shape=shape, time_steps=self.plan.time_steps, input_latency=plan.params["input_latency"],
+                                 record_path=str(self.workdir / "readout.npy"), name=plan.name)  # fmt: skip
+            elif kind == "product":
+                proc = P.Product(shape=shape, name=plan.name)
+            elif kind == "ssa_attention":
+                node = self.graph.nodes[plan.name]
+                proc = P.SSAAttention(shape=shape, heads=int(node.metadata["heads"]), scale=float(node.metadata["scale"]), name=plan.name)
+            elif kind == "delay":
+                proc = P.Delay(shape=shape, steps=int(plan.params["steps"]), name=plan.name)
+            else:
+                raise ValueError(f"{plan.name}: no Lava process for kind {kind!r}")
+            self.procs[plan.name] = proc
+        self._connect()
+
+    def _synapses(self, plan: ProcessPlan, shape: tuple[int, ...]) -> Any:
+        from lava_runtime import processes as P
+
+        target = _final_target(self.plan, self.targets, plan.name).name
+        into_lif = self.plan.processes[target].kind == "lif"
+        ops = [op for node in plan.nodes for op in self._op(node, target if into_lif else None)]
+        in_shape = (self.lanes, *self.plan.processes[plan.sources[0]].shape)
+        if into_lif:
+            ops += self._into_neuron(target, _origin(self.plan, plan.sources[0]).kind, plan.nodes[-1] if plan.nodes else None)
+            return P.Synapses(in_shape=in_shape, out_shape=shape, ops=ops, name=plan.name)
+        return P.HostSynapses(in_shape=in_shape, out_shape=shape, ops=ops, name=plan.name)
+
+    def _lif(self, plan: ProcessPlan, shape: tuple[int, ...]) -> Any:
+        from lava_runtime import processes as P
+
+        node = self.graph.nodes[plan.name]
+        for key in ("v_reset", "v_leak"):
+            if np.any(np.asarray(getattr(node, key)) != 0):
+                raise ValueError(f"{plan.name}: Lava's LIF resets to 0; {key} must be 0")
+        record = self.workdir / f"spikes.{plan.name}.npy"
+        np.lib.format.open_memmap(record, mode="w+", dtype=bool, shape=(self.steps, *shape))
+        common = dict(shape=shape, reset_interval=self.plan.time_steps, reset_offset=(1 + plan.latency) % self.plan.time_steps,
+                      record_path=str(record), name=plan.name)  # fmt: skip
+        if self.mode == "float":
+            params = lif_parameters(node, self.dt)
+            return P.RecordedLIF(du=1.0, dv=params["dv"], vth=params["vth"], **common)
+        fixed = self.package.fixed
+        mantissa, exponent = self._fixed_bias(plan, shape)
+        return P.RecordedLIF(du=int(fixed[f"{plan.name}/du"]), dv=int(fixed[f"{plan.name}/dv"]), vth=int(fixed[f"{plan.name}/vth_mant"]),
+                             bias_mant=mantissa, bias_exp=exponent, **common)  # fmt: skip
+
+    def _fixed_bias(self, plan: ProcessPlan, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded."""
+        total = np.zeros(shape[1:], dtype=np.int64)
+        for source in plan.sources:
+            chain = _origin(self.plan, source)
+            last = chain.nodes[-1] if chain.kind == "synapses" and chain.nodes else None
+            key = f"{plan.name}/in/{last}/bias_mant"
+            if last is not None and key in self.package.fixed:
+                mantissa = self.package.fixed[key].astype(np.int64) << int(self.package.fixed[f"{plan.name}/in/{last}/bias_exp"])
+                total += mantissa.reshape((-1,) + (1,) * (len(shape) - 2))
+        exponent = 0
+        while exponent < 7 and np.abs(total).max(initial=0) >> exponent > BIAS_MANT_MAX:
+            exponent += 1
+        mantissa = np.clip(np.round(total / 2**exponent), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int32)
+        return np.broadcast_to(mantissa, shape).copy(), np.full(shape, exponent, dtype=np.int32)
+
+    def _connect(self) -> None:
+        ports = {"product": ("a_in", "b_in"), "ssa_attention": ("q_in", "k_in", "v_in")}
+        for plan in self.plan.processes.values():
+            proc = self.procs[plan.name]
+            for index, source in enumerate(plan.sources):
+                source_proc = self.procs[source]
+                out = source_proc.s_out if self.plan.processes[source].kind in ("input", "lif") else source_proc.a_out
+                port_name = ports[plan.kind][index] if plan.kind in ports else ("a_in" if plan.kind == "lif" else "s_in")
+                out.connect(getattr(proc, port_name))
+
+    steps = 0
+
+
+def _frac_bits() -> int:
+    from lava_runtime.models import FRAC_BITS
+
+    return FRAC_BITS
+
+
+def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool) -> dict[str, Any]:
+    """Build, run and stop the network (inside the forked child); return timings."""
+    import resource
+
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from lava_runtime.models import MODELS
+
+    started = time.perf_counter()
+    builder = _Builder(package, plan, mode, lanes, workdir)
+    builder.steps = steps
+    builder.build()
+    anchor = builder.procs[plan.output]
+    # keyed by process instance (as Lava's compiler looks them up): no search of model directories
+    models = {proc: MODELS[MODES[mode]][type(proc)] for proc in builder.procs.values()}
+    config = Loihi2SimCfg(select_tag=MODES[mode], exception_proc_model_map=models)
+    window = plan.time_steps
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=f"lava ({mode}, {lanes} lanes)", unit="step", leave=False)
+    try:
+        anchor.run(condition=RunSteps(num_steps=1), run_cfg=config)  # compiles and starts every process
+        compiled = time.perf_counter()
+        done = 1
+        while done < steps:
+            chunk = min(window, steps - done)
+            anchor.run(condition=RunSteps(num_steps=chunk), run_cfg=config)
+            done += chunk
+            if bar is not None:
+                bar.update(chunk)
+        finished = time.perf_counter()
+    finally:
+        anchor.stop()
+        if bar is not None:
+            bar.close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"compile_seconds": compiled - started, "run_seconds": finished - compiled, "peak_rss_mib": max(children, own)}
+
+
+def simulate(
+    package: Package,
+    audio: np.ndarray,
+    video: np.ndarray,
+    mode: str = "float",
+    lanes: int = 16,
+    timeout: float | None = None,
+    progress: bool = False,
+    workdir: str | Path | None = None,
+) -> SimulationResult:
+    """Run ``[samples, T, C, H, W]`` inputs through the package's Lava network.
+
+    ``lanes`` samples run side by side; samples stream through back to back, one window of
+    ``T`` steps each, and the run lasts ``windows * T + latency`` steps.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if mode == "fixed" and package.fixed is None:
+        raise ValueError(f"{package.path} has no fixed-point parameters: export it with --fixed-point")
+    time_steps = package.time_steps
+    inputs = {"audio": np.asarray(audio), "video": np.asarray(video)}
+    samples = len(inputs["audio"])
+    for modality, data in inputs.items():
+        expected = (time_steps, *package.manifest["inputs"][modality])
+        if data.ndim != 5 or tuple(data.shape[1:]) != expected or len(data) != samples:
+            raise ValueError(f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}")
+    if samples < 1 or lanes < 1:
+        raise ValueError("need at least one sample and one lane")
+    lanes = min(lanes, samples)
+    plan = build_plan(package.graph, time_steps)
+    windows = math.ceil(samples / lanes)
+    steps = windows * time_steps + plan.latency
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="snnergy-lava-") as tmp:
+        work = Path(tmp)
+        for modality, data in inputs.items():
+            frames = np.lib.format.open_memmap(work / f"{plan.input_nodes[modality]}.npy", mode="w+",
+                                               dtype=np.float64 if mode == "float" else np.int32, shape=(steps, lanes, *data.shape[2:]))  # fmt: skip
+            padded = np.zeros((windows * lanes, *data.shape[1:]), dtype=np.float64)
+            padded[:samples] = data
+            block = padded.reshape(windows, lanes, *data.shape[1:]).swapaxes(1, 2).reshape(windows * time_steps, lanes, *data.shape[2:])
+            frames[: windows * time_steps] = block if mode == "float" else _to_fixed(block)
+            frames.flush()
+            del frames
+        np.lib.format.open_memmap(work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, lanes, *plan.processes[plan.output].shape))
+        limit = timeout if timeout is not None else 120 + 2.0 * steps * len(plan.processes) * max(1, lanes // 8) / 10
+        timings = run_with_timeout(_run_in_child, package, plan, mode, lanes, steps, work, progress, timeout=limit)
+        readout = np.load(work / "readout.npy")
+        logits = np.stack([readout[k * time_steps + plan.latency] for k in range(windows)]).reshape(windows * lanes, -1)[:samples]
+        spikes = {}
+        for name, process in plan.processes.items():
+            if process.kind != "lif":
+                continue
+            record = np.load(work / f"spikes.{name}.npy", mmap_mode="r")
+            window_rows = record[process.latency : process.latency + windows * time_steps]
+            per_sample = window_rows.reshape(windows, time_steps, lanes, *process.shape).swapaxes(1, 2)
+            spikes[name] = np.ascontiguousarray(per_sample.reshape(windows * lanes, time_steps, *process.shape)[:samples])
+    kinds = defaultdict(int)
+    for process in plan.processes.values():
+        kinds[process.kind] += 1
+    return SimulationResult(
+        logits=logits, spikes=spikes, mode=mode, lanes=lanes, steps=steps, latency=plan.latency,
+        processes=len(plan.processes), process_counts=dict(kinds), **timings,
+    )  # fmt: skip
+
+
+def _to_fixed(values: np.ndarray) -> np.ndarray:
+    from lava_runtime.models import to_fixed
+
+    return to_fixed(values).astype(np.int32)

@@ -1,0 +1,170 @@
+"""From an exported NIR graph to the list of Lava processes that run it (no Lava import).
+
+Grouping, and why each keeps the Loihi-style semantics:
+
+* one **neuron process per NIR LIF node** (Lava's own ``LIFReset``): a population of
+  independent compartments, as one Loihi core group holds them;
+* one **synapse process per chain of synaptic NIR nodes** (``Conv2d``, ``SumPool2d``,
+  ``AvgPool2d``, ``Flatten``, ``Affine``) between two neuron/extension nodes: a chain
+  such as pool -> flatten -> linear has no state between its parts, so running it in one
+  process changes nothing but the number of messages. Several chains feeding one
+  population arrive at its single ``a_in`` port, which Lava sums (NIR's fan-in sum);
+* one **process per extension node** (``token_mean``, ``time_mean``, ``product``,
+  ``ssa_attention``);
+* **batch lanes**: every process holds ``lanes`` independent copies of its units, one
+  per sample of a batch, as replicating a network over cores would. No unit reads
+  another lane, so each lane runs exactly the single-sample network.
+
+Timing. Synapses deliver within the step (like SpikingJelly's layer-by-layer step), so
+every node sees frame ``j`` of a sample at the same step, except downstream of a
+``time_mean``: its output exists only once the last frame of the window has arrived, so
+it is emitted during the next window (latency ``T``). Where paths of different latency
+meet, a ``Delay`` process on the earlier path lines them up; the readout's latency is the
+documented pipeline latency of the whole network. Samples stream through back to back,
+one window of ``T`` steps each; every neuron resets at the first frame of its window.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+import torch
+
+from export.nir_reference import run_graph, topological_order
+
+SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)
+
+
+@dataclass
+class ProcessPlan:
+    """One Lava process: what it runs, its per-sample output shape and its output latency."""
+
+    name: str
+    kind: str  # input | synapses | lif | token_mean | time_mean | product | ssa_attention | delay | readout
+    shape: tuple[int, ...]
+    latency: int
+    sources: list[str] = field(default_factory=list)  # process names, in operand order
+    nodes: list[str] = field(default_factory=list)  # NIR nodes it runs, in order
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class NetworkPlan:
+    processes: dict[str, ProcessPlan]
+    time_steps: int
+    output: str  # the process whose output is the logits
+    input_nodes: dict[str, str]  # modality -> input process name
+
+    @property
+    def latency(self) -> int:
+        return self.processes[self.output].latency
+
+    def count(self, kind: str) -> int:
+        return sum(1 for p in self.processes.values() if p.kind == kind)
+
+
+def _decode(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def node_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of every node, from one zero frame through the reference executor."""
+    inputs = {name: torch.zeros((1, 1, *(int(d) for d in node.input_type["input"]))) for name, node in graph.nodes.items() if isinstance(node, nir.Input)}
+    values = run_graph(graph, inputs)
+    return {name: tuple(value.shape[2:]) for name, value in values.items()}
+
+
+def build_plan(graph: nir.NIRGraph, time_steps: int) -> NetworkPlan:
+    """Processes, their sources and latencies, with delays where paths of different latency meet."""
+    sources_of, targets_of = defaultdict(list), defaultdict(list)
+    for source, target in graph.edges:
+        sources_of[target].append(source)
+        targets_of[source].append(target)
+    shapes = node_shapes(graph)
+    process_of: dict[str, str] = {}  # NIR node -> process running it
+    processes: dict[str, ProcessPlan] = {}
+    inputs: dict[str, str] = {}
+    output = ""
+
+    for name in topological_order(graph):
+        node = graph.nodes[name]
+        node_sources = sources_of[name]
+        if isinstance(node, nir.Input):
+            processes[name] = ProcessPlan(name, "input", shapes[name], 0)
+            inputs[name.split(".", 1)[1]] = name
+            process_of[name] = name
+            continue
+        if isinstance(node, nir.Output):
+            (output,) = (process_of[s] for s in node_sources)
+            continue
+        if isinstance(node, SYNAPTIC):
+            (single,) = node_sources if len(node_sources) == 1 else (None,)
+            chain = processes.get(process_of.get(single, ""))
+            if chain is not None and chain.kind == "synapses" and len(targets_of[single]) == 1:
+                chain.nodes.append(name)  # extend the stateless chain
+                chain.shape = shapes[name]
+                process_of[name] = chain.name
+                continue
+            kind = "synapses"
+        elif isinstance(node, nir.LIF):
+            kind = "lif"
+        elif isinstance(node, nir.NIRGraph) and "snnergy_op" in node.metadata:
+            kind = node.metadata["snnergy_op"]
+            if "operands" in node.metadata:
+                node_sources = [_decode(n) for n in node.metadata["operands"]]
+        else:
+            raise ValueError(f"node {name!r}: no Lava mapping for {type(node).__name__}")
+        processes[name] = ProcessPlan(name, kind, shapes[name], 0, [process_of[s] for s in node_sources], [name])
+        process_of[name] = name
+
+    if not output:
+        raise ValueError("the graph has no Output node")
+    _add_direct_synapses(processes)
+    processes[output].kind = "readout" if processes[output].kind == "time_mean" else processes[output].kind
+    _assign_latencies(processes, time_steps)
+    return NetworkPlan(processes, time_steps, output, inputs)
+
+
+def _add_direct_synapses(processes: dict[str, ProcessPlan]) -> None:
+    """A neuron fed directly by spikes or values (an AND unit's key, SSA's attention) gets an
+    empty synapse chain: Lava's LIF reads currents, which need the input's weight (1/tau)."""
+    for plan in list(processes.values()):
+        if plan.kind != "lif":
+            continue
+        for index, source in enumerate(plan.sources):
+            if processes[source].kind != "synapses":
+                name = f"{plan.name}.in.{source}"
+                processes[name] = ProcessPlan(name, "synapses", processes[source].shape, 0, [source], [])
+                plan.sources[index] = name
+    order = {name: i for i, name in enumerate(processes)}  # keep a topological order: chains before their neuron
+    for plan in [p for p in processes.values() if p.kind == "synapses" and not p.nodes]:
+        order[plan.name] = order[plan.sources[0]] + 0.5
+    ordered = sorted(processes.values(), key=lambda p: order[p.name])
+    processes.clear()
+    processes.update((p.name, p) for p in ordered)
+
+
+def _assign_latencies(processes: dict[str, ProcessPlan], time_steps: int) -> None:
+    """Latency of every process; insert ``Delay`` processes on the earlier of meeting paths."""
+    for plan in list(processes.values()):  # insertion order is topological
+        if plan.kind == "input":
+            continue
+        arrival = max(processes[s].latency for s in plan.sources)
+        for index, source in enumerate(plan.sources):
+            lag = arrival - processes[source].latency
+            if lag:
+                delay_name = f"{source}@delay{lag}"
+                if delay_name not in processes:
+                    processes[delay_name] = ProcessPlan(delay_name, "delay", processes[source].shape, arrival, [source], params={"steps": lag})
+                plan.sources[index] = delay_name
+        plan.latency = arrival + (time_steps if plan.kind in ("time_mean", "readout") else 0)
+        plan.params["input_latency"] = arrival
+
+
+def lif_parameters(node: nir.LIF, dt: float) -> dict[str, float]:
+    """Floating-point LIF parameters: NIR's Euler step as Lava's ``v(1 - dv) + u``, ``u = a``."""
+    tau_steps = float(np.asarray(node.tau).flat[0]) / dt
+    return {"tau_steps": tau_steps, "dv": 1.0 / tau_steps, "vth": float(np.asarray(node.v_threshold).flat[0])}

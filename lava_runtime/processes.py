@@ -1,0 +1,112 @@
+"""Custom Lava processes for what lava-nc has no process for, and a recording LIF.
+
+Every process carries a leading *lane* axis (one lane per sample of a batch, see
+``lava_runtime.plan``). Neurons are Lava's own ``LIFReset``; ``RecordedLIF`` only adds a
+spike recorder (a memory-mapped file the parent reads after the run). The process models
+live in ``lava_runtime.models``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lava_runtime  # noqa: F401  (import hooks before the first lava import)
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.proc.lif.process import LIFReset
+
+
+class FrameSource(AbstractProcess):
+    """Sends frame ``t - 1`` of a ``.npy`` memory map ``(steps, *shape)`` at step ``t``: the
+    host feeding the encoded inputs of every lane, one timestep per step."""
+
+    def __init__(self, *, shape: tuple[int, ...], frames_path: str, name: str | None = None):
+        super().__init__(shape=shape, frames_path=frames_path, name=name)
+        self.s_out = OutPort(shape=shape)
+
+
+class Synapses(AbstractProcess):
+    """A stateless chain of synaptic operations (conv, sum/avg pool, flatten, affine, scale).
+
+    ``ops`` is a list of ``(kind, params)`` (``lava_runtime.ops``); the chain delivers
+    within the step. Several connections into ``s_in`` are summed by Lava.
+    """
+
+    def __init__(self, *, in_shape: tuple[int, ...], out_shape: tuple[int, ...], ops: list[tuple[str, dict[str, Any]]], name: str | None = None):
+        super().__init__(in_shape=in_shape, out_shape=out_shape, ops=ops, name=name)
+        self.s_in = InPort(shape=in_shape)
+        self.a_out = OutPort(shape=out_shape)
+
+
+class HostSynapses(Synapses):
+    """The readout's synapses (pool, linear head): real-valued, always floating point, as a
+    classifier reading spike counts on the host would be."""
+
+
+class TokenMean(AbstractProcess):
+    """``mean_N``: each channel's mean over the token grid, broadcast back to every token."""
+
+    def __init__(self, *, shape: tuple[int, ...], name: str | None = None):
+        super().__init__(shape=shape, name=name)
+        self.s_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class TimeMean(AbstractProcess):
+    """``mean_T``: the mean of a window of ``time_steps`` frames, emitted during the next window.
+
+    ``input_latency`` places the window: frame ``j`` arrives at step ``k T + j + 1 + input_latency``.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], time_steps: int, input_latency: int, name: str | None = None):
+        super().__init__(shape=shape, time_steps=time_steps, input_latency=input_latency, name=name)
+        self.s_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class Readout(TimeMean):
+    """The logits: the time mean of the per-step head output (floating point in both modes),
+    also written step by step to ``record_path`` (a ``.npy`` memory map)."""
+
+    def __init__(self, *, record_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.proc_params["record_path"] = record_path
+
+
+class Product(AbstractProcess):
+    """Element-wise product of two real-valued operands (CMQKA's fusion)."""
+
+    def __init__(self, *, shape: tuple[int, ...], name: str | None = None):
+        super().__init__(shape=shape, name=name)
+        self.a_in = InPort(shape=shape)
+        self.b_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class SSAAttention(AbstractProcess):
+    """``scale * (Q K^T) V`` per head on binary Q, K, V (cross-modal SSA)."""
+
+    def __init__(self, *, shape: tuple[int, ...], heads: int, scale: float, name: str | None = None):
+        super().__init__(shape=shape, heads=heads, scale=scale, name=name)
+        self.q_in = InPort(shape=shape)
+        self.k_in = InPort(shape=shape)
+        self.v_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class Delay(AbstractProcess):
+    """Delays its input by ``steps`` (lines up paths of different latency, like Loihi's axon delays)."""
+
+    def __init__(self, *, shape: tuple[int, ...], steps: int, name: str | None = None):
+        super().__init__(shape=shape, steps=steps, name=name)
+        self.s_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+class RecordedLIF(LIFReset):
+    """Lava's ``LIFReset`` whose spikes are also written, step by step, to ``record_path``
+    (a ``.npy`` memory map of shape ``(steps, *shape)``, created by the caller)."""
+
+    def __init__(self, *, record_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.proc_params["record_path"] = record_path
