@@ -284,3 +284,35 @@ def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAcco
             )
         )
     return NetworkAccount(counts.samples, counts.time_steps, layers, populations, tuple(stages), description.stage_kinds)
+
+
+def description_to_dict(description: NetworkDescription) -> dict:
+    """A JSON-ready copy of ``description`` (for export packages)."""
+    from dataclasses import asdict
+
+    return asdict(description)
+
+
+def description_from_dict(data: dict) -> NetworkDescription:
+    """Inverse of ``description_to_dict``; validates like the constructor."""
+    populations = tuple(Population(**{**p, "computed_from": tuple(p["computed_from"])}) for p in data["populations"])
+    layers = tuple(
+        SynapticLayer(**{**layer, "inputs": tuple(LayerInput(tuple(i["sources"]), i["fan_out"], i["positions"]) for i in layer["inputs"])})
+        for layer in data["layers"]
+    )
+    return NetworkDescription(
+        data["time_steps"], populations, layers, tuple(data["stages"]), tuple(data["stage_kinds"]), dict(data.get("meta", {}))
+    )
+
+
+def rename_populations(description: NetworkDescription, rename: dict[str, str]) -> NetworkDescription:
+    """The same description with populations (and the sources naming them) renamed."""
+    from dataclasses import replace
+
+    new = lambda name: rename.get(name, name)  # noqa: E731
+    populations = tuple(replace(p, name=new(p.name), computed_from=tuple(new(c) for c in p.computed_from)) for p in description.populations)
+    layers = tuple(
+        replace(layer, inputs=tuple(replace(i, sources=tuple(new(s) for s in i.sources)) for i in layer.inputs))
+        for layer in description.layers
+    )
+    return replace(description, populations=populations, layers=layers)

@@ -246,11 +246,13 @@ class SpikeProbe:
     tensors of the same forward.
     """
 
-    def __init__(self, model: SNNergy, description: NetworkDescription):
+    def __init__(self, model: SNNergy, description: NetworkDescription, keep_trains: bool = False):
         self.model = model
         self.description = description
         self.time_steps = description.time_steps
         self.totals: dict[str, Tensor] = {}
+        self.keep_trains = keep_trains
+        self.trains: dict[str, list[Tensor]] = {}  # population -> [T, B, ...] bool per forward
         self.samples = 0
         self._stash: dict[str, Tensor] = {}
         self._handles: list[Any] = []
@@ -280,6 +282,8 @@ class SpikeProbe:
         self.samples += int(args[0].shape[1])  # [T, B, C, H, W]
 
     def _add(self, name: str, spikes: Tensor) -> None:
+        if self.keep_trains:
+            self.trains.setdefault(name, []).append(spikes.detach().bool().cpu())
         per_step = spikes.detach().reshape(spikes.shape[0], -1).sum(dim=1).double().cpu()
         self.totals[name] = self.totals[name] + per_step if name in self.totals else per_step
 
@@ -295,6 +299,12 @@ class SpikeProbe:
                 self._add(and_name, key.reshape(t, b, heads, c // heads, n) * out)
 
         return hook
+
+    def spike_trains(self) -> dict[str, Tensor]:
+        """Population -> ``[samples, T, ...]`` bool spike trains of every forward (``keep_trains``)."""
+        if not self.keep_trains:
+            raise ValueError("the probe was not asked to keep spike trains")
+        return {name: torch.cat(parts, dim=1).transpose(0, 1) for name, parts in self.trains.items()}
 
     def spike_counts(self) -> SpikeCounts:
         if not self.samples:

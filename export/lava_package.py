@@ -2,7 +2,9 @@
 
     model.nir          the whole network (export.nir_model), float parameters
     manifest.json      model config, class names, T, dt, input shapes, extensions,
-                       quantisation settings, versions, file list
+                       quantisation settings, versions, file list, source checkpoint
+    energy.json        the populations and synaptic layers ``energy/`` accounts, with
+                       populations named by their NIR nodes (so Lava's counts fit it)
     fixed_point.npz    (--fixed-point) Loihi integer parameters per neuron population
 
 Fixed point follows lava-nc's bit-accurate LIF / Dense models (verified in
@@ -35,7 +37,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from export.nir_model import build_nir_graph, summarise
+from export.nir_model import build_nir_graph, nir_population_name, summarise
 from snnergy.checkpoint import Checkpoint
 
 FORMAT = "snnergy-lava-package"
@@ -110,13 +112,29 @@ def quantise(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False) -> dict[str, Any]:
+def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str, Any]:
+    """``energy.torch_probe``'s description with every population renamed to its NIR LIF node."""
+    from energy.accounting import description_to_dict, rename_populations
+    from energy.torch_probe import describe_model
+
+    description = describe_model(checkpoint.build_model())
+    rename = {p.name: nir_population_name(p.name) for p in description.populations}
+    missing = sorted(n for n in rename.values() if not isinstance(graph.nodes.get(n), nir.LIF))
+    if missing:
+        raise RuntimeError(f"energy populations without a NIR LIF node: {missing[:5]}")
+    return description_to_dict(rename_populations(description, rename))
+
+
+def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False, source: str | Path | None = None) -> dict[str, Any]:
+    """Write the package; ``source`` is the checkpoint file it came from (recorded, with its
+    SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     graph = build_nir_graph(checkpoint)
     nir.write(out_dir / "model.nir", graph)
+    (out_dir / "energy.json").write_text(json.dumps(energy_description(checkpoint, graph)))
     config = checkpoint.model_config
-    files = {"graph": "model.nir"}
+    files = {"graph": "model.nir", "energy": "energy.json"}
     if fixed_point:
         np.savez_compressed(out_dir / "fixed_point.npz", **quantise(graph))
         files["fixed_point"] = "fixed_point.npz"
@@ -139,11 +157,21 @@ def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point:
             "bias": "bias_mant << bias_exp = 64 * scale * bias / tau (13-bit mantissa, 3-bit exponent)",
         },
         "versions": _versions(),
+        "source_checkpoint": _source(source),
         "files": files,
         "stages": summarise(graph),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return {"path": str(out_dir), "nodes": len(graph.nodes), "edges": len(graph.edges), "fixed_point": fixed_point, "files": sorted(files.values()) + ["manifest.json"]}
+
+
+def _source(path: str | Path | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    import hashlib
+
+    path = Path(path).resolve()
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def read_manifest(package_dir: str | Path) -> dict[str, Any]:
@@ -163,6 +191,6 @@ def read_manifest(package_dir: str | Path) -> dict[str, Any]:
 def run_lava_export(checkpoint: Checkpoint, args) -> int:
     out = args.out or Path(args.checkpoint).with_suffix(".lava")
     print(f"writing Lava package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...", flush=True)
-    summary = write_lava_package(checkpoint, out, args.fixed_point)
+    summary = write_lava_package(checkpoint, out, args.fixed_point, source=args.checkpoint)
     print(f"wrote {summary['path']}/: {', '.join(summary['files'])} ({summary['nodes']} NIR nodes, {summary['edges']} edges)")
     return 0

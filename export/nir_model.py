@@ -220,6 +220,23 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
     )
 
 
+def nir_population_name(module_path: str) -> str:
+    """The NIR node of a spiking population named by its PyTorch module path (or, for AND
+    units, ``energy.torch_probe``'s ``<attn>.<pathway>_features``): the names this module writes."""
+    import re
+
+    parts = module_path.split(".")
+    if parts[0] == "down":
+        return ".".join([f"down{int(parts[1]) + 1}", *parts[2:]])
+    if parts[0] == "stages":
+        stage, block, part, modality, *rest = parts[1:]
+        rest = ".".join(rest)
+        rest = re.sub(r"^(spatial|temporal)_attn_lif$", r"\1.attn_lif", rest)
+        rest = re.sub(r"^(spatial|temporal)_features$", r"\1.and", rest)
+        return f"stage{int(stage) + 1}.{block}.{modality}.{part}.{rest}"
+    return module_path
+
+
 def stage_of(node_name: str) -> str:
     """Report stage of a node: the downsampling SPDS belongs to the stage after it."""
     head = node_name.split(".", 1)[0]

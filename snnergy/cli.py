@@ -144,6 +144,26 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from energy.report import EnergyReport, format_terminal
+    from snnergy.simulate import format_summary, run_simulation
+
+    result = run_simulation(
+        args.package, args.dataset, args.split, args.samples, args.mode, args.lanes, args.checkpoint, args.cost_model,
+        args.data_root, args.cache_dir, dataset_options(args), args.timeout,
+    )  # fmt: skip
+    print(format_summary(result))
+    print()
+    print(format_terminal(EnergyReport.from_dict(result["energy"])))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -220,6 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the two devices to compare (default: cpu cuda)")  # fmt: skip
     parity.add_argument("--json", type=Path, help="write the figures as JSON")
     parity.set_defaults(func=cmd_parity)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="run an exported Lava package (snnergy-export --target lava) in Lava on CPU, with parity and energy",
+        description="Simulate a --target lava package as Lava processes on CPU. Compares predictions and every "
+        "spike with the PyTorch checkpoint the package was exported from (recorded in its manifest, or "
+        "--checkpoint) on the same inputs, and prints the energy report from the spikes Lava counted.",
+    )
+    simulate.add_argument("package", type=Path, help="directory written by snnergy-export --target lava")
+    add_data_arguments(simulate)
+    simulate.add_argument("--split", default="test", help="split to simulate (default: %(default)s)")
+    simulate.add_argument("--samples", type=int, default=64, help="first N samples of the split (default: %(default)s)")
+    simulate.add_argument("--mode", choices=("float", "fixed"), default="float",
+                          help="float: Lava floating-point models; fixed: Loihi bit-accurate (needs --fixed-point at export)")  # fmt: skip
+    simulate.add_argument("--lanes", type=int, default=16, help="samples simulated side by side (default: %(default)s)")
+    simulate.add_argument("--checkpoint", type=Path, help="PyTorch reference (default: the package's source checkpoint)")
+    simulate.add_argument("--cost-model", default="45nm", help="energy cost model: a built-in name or a YAML file (default: %(default)s)")
+    simulate.add_argument("--timeout", type=float, help="seconds before a hung Lava run is killed (default: scaled to the run)")
+    simulate.add_argument("--json", type=Path, help="write predictions, agreement, spikes per population and energy as JSON")
+    simulate.set_defaults(func=cmd_simulate)
 
     from energy.commands import add_energy_commands
 

@@ -1,0 +1,177 @@
+"""``snnergy simulate``: run an exported Lava package on real inputs and prove it.
+
+A composition root like ``snnergy.cli`` and ``snnergy.demo``: it joins the data layer,
+the Lava runtime (which reads only the package's files), the PyTorch model the package
+was exported from (the parity reference) and ``energy/`` (which accounts the spikes Lava
+counted against the package's ``energy.json``).
+
+Agreement figures are fractions in [0, 1] over the same inputs:
+``prediction_agreement`` (argmax of the logits), ``spike_agreement`` (every neuron at every
+timestep of every sample, over all populations), per-population agreement, and the SOPs
+counted from each side's spikes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_SAMPLES = 64
+DEFAULT_LANES = 16
+
+
+def _inputs(package_manifest: dict[str, Any], dataset: str, split: str, samples: int, data_root, cache_dir, options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from snnergy.config import ModelConfig
+    from snnergy.data.registry import dataset_for_model
+
+    config = ModelConfig.from_dict(package_manifest["model_config"])
+    data = dataset_for_model(dataset, split, config, data_root, cache_dir, **(options or {}))
+    if len(data) == 0:
+        raise ValueError(f"dataset {dataset} split {split} is empty")
+    count = min(samples, len(data))
+    items = [data[i] for i in range(count)]
+    audio = torch.stack([torch.as_tensor(item[0]) for item in items]).numpy()
+    video = torch.stack([torch.as_tensor(item[1]) for item in items]).numpy()
+    labels = np.array([int(item[2]) for item in items])
+    return audio, video, labels
+
+
+def _reference_checkpoint(manifest: dict[str, Any], checkpoint: str | Path | None) -> Path:
+    """The PyTorch checkpoint to compare against: ``checkpoint`` or the package's recorded source."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise ValueError(f"checkpoint {path} does not exist")
+        return path
+    source = manifest.get("source_checkpoint")
+    if not source:
+        raise ValueError("the package records no source checkpoint; pass --checkpoint (the .pt it was exported from)")
+    path = Path(source["path"])
+    if not path.is_file():
+        raise ValueError(f"the package's source checkpoint {path} is missing; pass --checkpoint")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != source["sha256"]:
+        raise ValueError(f"{path} changed since the package was exported (SHA-256 differs); re-export, or pass --checkpoint")
+    return path
+
+
+def pytorch_reference(checkpoint_path: Path, audio: np.ndarray, video: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+    """Logits and spike trains (NIR population names, ``[samples, T, ...]``) of the PyTorch model."""
+    from energy.torch_probe import SpikeProbe, describe_model
+    from export.nir_model import nir_population_name
+    from snnergy.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint_path).build_model().eval()
+    description = describe_model(model)
+    logits = []
+    with SpikeProbe(model, description, keep_trains=True) as probe, torch.no_grad():
+        for start in range(0, len(audio), batch_size):
+            a = torch.from_numpy(audio[start : start + batch_size]).float()
+            v = torch.from_numpy(video[start : start + batch_size]).float()
+            logits.append(model(a, v))
+    trains = {nir_population_name(name): train.numpy() for name, train in probe.spike_trains().items()}
+    return torch.cat(logits).numpy(), trains, probe.spike_counts()
+
+
+def spike_counts_of(trains: dict[str, np.ndarray], time_steps: int):
+    """``energy.accounting.SpikeCounts`` from ``[samples, T, ...]`` spike trains."""
+    from energy.accounting import SpikeCounts
+
+    samples = len(next(iter(trains.values())))
+    counts = {name: tuple(float(v) for v in train.reshape(samples, time_steps, -1).sum(axis=(0, 2))) for name, train in trains.items()}
+    return SpikeCounts(samples, time_steps, counts)
+
+
+def agreement(lava: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+    """Fraction of equal spike values over every population (reshaped to Lava's layout)."""
+    per_population, equal, total = {}, 0, 0
+    for name, spikes in lava.items():
+        expected = reference[name].reshape(spikes.shape)
+        same = int((expected == spikes).sum())
+        per_population[name] = same / spikes.size
+        equal, total = equal + same, total + spikes.size
+    return equal / total, per_population
+
+
+def run_simulation(
+    package_dir: str | Path,
+    dataset: str = "avdigits",
+    split: str = "test",
+    samples: int = DEFAULT_SAMPLES,
+    mode: str = "float",
+    lanes: int = DEFAULT_LANES,
+    checkpoint: str | Path | None = None,
+    cost_model: str = "45nm",
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Simulate, compare with PyTorch, account energy; the JSON document of ``snnergy simulate``."""
+    from energy.accounting import account, description_from_dict
+    from energy.cost_model import load_cost_model
+    from energy.report import build_report
+    from lava_runtime.network import load_package, simulate
+
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
+    cost = load_cost_model(cost_model)
+    package = load_package(package_dir)
+    reference_path = _reference_checkpoint(package.manifest, checkpoint)
+    audio, video, labels = _inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
+    result = simulate(package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress)
+    torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
+    spike_agreement, per_population = agreement(result.spikes, torch_trains)
+
+    description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
+    lava_account = account(description, spike_counts_of(result.spikes, package.time_steps))
+    torch_account = account(description, spike_counts_of(torch_trains, package.time_steps))
+    meta = {"package": str(package_dir), "dataset": dataset, "split": split, "simulator": f"lava-nc ({mode} point)"}
+    energy = build_report(lava_account, cost, meta).to_dict()
+    predictions, torch_predictions = result.predictions, torch_logits.argmax(axis=1)
+    worst = min(per_population, key=per_population.get)
+    return {
+        "package": str(package_dir),
+        "reference_checkpoint": str(reference_path),
+        "dataset": dataset,
+        "split": split,
+        "mode": mode,
+        "samples": int(len(labels)),
+        "accuracy": float((predictions == labels).mean()),
+        "pytorch_accuracy": float((torch_predictions == labels).mean()),
+        "prediction_agreement": float((predictions == torch_predictions).mean()),
+        "spike_agreement": float(spike_agreement),
+        "least_agreeing_population": {"name": worst, "agreement": per_population[worst]},
+        "max_abs_logit_difference": float(np.abs(result.logits - torch_logits).max()),
+        "sops": {"lava": lava_account.total.sops, "pytorch": torch_account.total.sops},  # per inference
+        "spikes_per_population": {name: float(train.sum()) / len(labels) for name, train in result.spikes.items()},
+        "population_agreement": per_population,
+        "predictions": predictions.tolist(),
+        "labels": labels.tolist(),
+        "lava": {
+            "lanes": result.lanes, "steps": result.steps, "pipeline_latency_steps": result.latency,
+            "processes": result.processes, "process_counts": result.process_counts,
+            "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "peak_rss_mib": result.peak_rss_mib,
+        },  # fmt: skip
+        "energy": energy,
+    }
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    lava = result["lava"]
+    lines = [
+        f"Lava ({result['mode']} point) on {result['samples']} {result['dataset']}/{result['split']} samples: "
+        f"{lava['processes']} processes, {lava['lanes']} lanes, {lava['steps']} steps (pipeline latency {lava['pipeline_latency_steps']}), "
+        f"compile {lava['compile_seconds']:.1f} s, run {lava['run_seconds']:.1f} s",
+        f"accuracy            Lava {result['accuracy']:.4f} | PyTorch {result['pytorch_accuracy']:.4f}",
+        f"prediction agreement {result['prediction_agreement']:.4f}",
+        f"spike agreement      {result['spike_agreement']:.6f} (least: {result['least_agreeing_population']['name']} "
+        f"{result['least_agreeing_population']['agreement']:.6f})",
+        f"SOPs per inference   Lava {result['sops']['lava']:,.0f} | PyTorch {result['sops']['pytorch']:,.0f}",
+    ]
+    return "\n".join(lines)
