@@ -1,0 +1,142 @@
+"""The Lava runtime: an exported package simulated as Lava processes matches PyTorch.
+
+The model is a seeded random ``tiny``-layout network at 16x16, T=2, whose BN scales and
+biases are drawn so that every stage fires (a plain random init is silent, which would
+make spike parity trivial). Inputs are random; three samples in two lanes exercise
+streaming samples back to back and a padded lane.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from energy.accounting import account, description_from_dict, description_to_dict, rename_populations
+from energy.torch_probe import describe_model
+from export.lava_package import write_lava_package
+from export.nir_model import nir_population_name
+from lava_runtime.network import load_package, simulate
+from lava_runtime.plan import build_plan
+from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.cli import main as snnergy_main
+from snnergy.config import load_preset
+from snnergy.model import build_model
+from snnergy.simulate import agreement, pytorch_reference, spike_counts_of
+
+MICRO = dict(image_size=16, embed_dim=16, time_steps=2, num_classes=10)
+
+
+def lively_model(seed: int = 4):
+    """A random model whose BN affine parameters make every population fire."""
+    model = build_model(load_preset("tiny", **MICRO), seed=seed).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.bias.copy_(torch.rand(module.bias.shape, generator=generator) * 2.5)
+                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lava-runtime")
+    model = lively_model()
+    checkpoint_path = save_checkpoint(from_model(model, [str(i) for i in range(10)]), root / "micro.pt")
+    write_lava_package(from_model(model, [str(i) for i in range(10)]), root / "micro.lava", fixed_point=True, source=checkpoint_path)
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.rand((3, *model.expected_shape("audio", 1)[1:]), generator=generator).numpy()
+    video = torch.rand((3, *model.expected_shape("video", 1)[1:]), generator=generator).numpy()
+    logits, trains, _ = pytorch_reference(checkpoint_path, audio, video)
+    return {"root": root, "package": load_package(root / "micro.lava"), "audio": audio, "video": video, "logits": logits, "trains": trains}
+
+
+def test_plan_groups_nodes_and_lines_up_paths_after_time_means(exported):
+    package = exported["package"]
+    plan = build_plan(package.graph, package.time_steps)
+    lif_nodes = sum(1 for node in package.graph.nodes.values() if type(node).__name__ == "LIF")
+    assert plan.count("lif") == lif_nodes  # one Lava LIF process per population
+    assert plan.count("synapses") < sum(1 for n in package.graph.nodes.values() if type(n).__name__ in ("Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Affine")) + plan.count("lif")
+    # hybrid tiny: two CMQKA stages (one time mean each on the longest path) and the readout's time mean
+    assert plan.latency == 3 * package.time_steps
+    assert plan.count("delay") > 0
+    for process in plan.processes.values():  # every process's inputs arrive with one latency
+        assert len({plan.processes[s].latency for s in process.sources}) <= 1, process.name
+
+
+def test_float_simulation_matches_pytorch_spike_for_spike(exported):
+    package = exported["package"]
+    result = simulate(package, exported["audio"], exported["video"], mode="float", lanes=2)
+    spike_fraction, per_population = agreement(result.spikes, exported["trains"])
+    spikes_by_part = {}
+    for name, spikes in result.spikes.items():
+        spikes_by_part[name.split(".")[0]] = spikes_by_part.get(name.split(".")[0], 0) + int(spikes.sum())
+    assert set(spikes_by_part) == {"stem", "stage1", "down1", "stage2", "down2", "stage3"}
+    assert min(spikes_by_part.values()) > 100  # every part of the network fires
+    assert spike_fraction == 1.0, sorted(per_population.items(), key=lambda kv: kv[1])[:3]
+    np.testing.assert_array_equal(result.predictions, exported["logits"].argmax(axis=1))
+    np.testing.assert_allclose(result.logits, exported["logits"], atol=1e-4)
+    assert result.latency == 3 * package.time_steps and result.steps == 2 * package.time_steps + result.latency
+    description = description_from_dict(json.loads((package.path / "energy.json").read_text()))
+    lava_sops = account(description, spike_counts_of(result.spikes, package.time_steps)).total.sops
+    torch_sops = account(description, spike_counts_of(exported["trains"], package.time_steps)).total.sops
+    assert lava_sops == torch_sops > 0
+
+
+def test_fixed_point_simulation_stays_close_to_pytorch(exported):
+    result = simulate(exported["package"], exported["audio"], exported["video"], mode="fixed", lanes=3)
+    spike_fraction, _ = agreement(result.spikes, exported["trains"])
+    assert 0.97 <= spike_fraction < 1.0  # quantisation flips a few spikes, never many
+    assert np.abs(result.logits - exported["logits"]).max() < 0.5
+
+
+def test_energy_description_round_trips_and_names_nir_populations(exported):
+    package = exported["package"]
+    description = description_from_dict(json.loads((package.path / "energy.json").read_text()))
+    assert all(type(package.graph.nodes[p.name]).__name__ == "LIF" for p in description.populations)
+    torch_description = describe_model(lively_model())
+    renamed = rename_populations(torch_description, {p.name: nir_population_name(p.name) for p in torch_description.populations})
+    assert description == renamed  # the same accounting, NIR names
+    assert description_from_dict(json.loads(json.dumps(description_to_dict(renamed)))) == renamed
+
+
+def test_bad_inputs_fail_clearly(exported, tmp_path):
+    package = exported["package"]
+    with pytest.raises(ValueError, match="audio input must be"):
+        simulate(package, exported["audio"][:, :1], exported["video"])
+    with pytest.raises(ValueError, match="mode must be"):
+        simulate(package, exported["audio"], exported["video"], mode="double")
+    with pytest.raises(ValueError, match="not an SNNergy Lava package"):
+        load_package(tmp_path)
+    float_only = tmp_path / "float.lava"
+    write_lava_package(from_model(lively_model(), [str(i) for i in range(10)]), float_only)
+    with pytest.raises(ValueError, match="--fixed-point"):
+        simulate(load_package(float_only), exported["audio"], exported["video"], mode="fixed")
+
+
+def test_cli_simulate_writes_the_json_report(exported, avdigits_cache, tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    code = snnergy_main(["simulate", str(exported["root"] / "micro.lava"), "--cache-dir", str(avdigits_cache),
+                         "--samples", "4", "--lanes", "4", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["samples"] == 4 and result["mode"] == "float"
+    for key in ("accuracy", "prediction_agreement", "spike_agreement"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["prediction_agreement"] == 1.0 and result["spike_agreement"] == 1.0
+    assert result["sops"]["lava"] == result["sops"]["pytorch"]
+    assert [s["name"] for s in result["energy"]["stages"]] == ["stem", "stage1", "stage2", "stage3", "head"]
+    assert "spike agreement" in capsys.readouterr().out
+
+
+def test_cli_simulate_refuses_a_changed_source_checkpoint(exported, tmp_path, capsys):
+    checkpoint = tmp_path / "source.pt"
+    model = lively_model()
+    save_checkpoint(from_model(model, [str(i) for i in range(10)]), checkpoint)
+    write_lava_package(from_model(model, [str(i) for i in range(10)]), tmp_path / "pkg", source=checkpoint)
+    save_checkpoint(from_model(lively_model(seed=5), [str(i) for i in range(10)]), checkpoint)
+    assert snnergy_main(["simulate", str(tmp_path / "pkg"), "--samples", "1"]) != 0
+    assert "changed since the package was exported" in capsys.readouterr().err
