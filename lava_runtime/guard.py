@@ -38,6 +38,24 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> N
         conn.close()
 
 
+def group_memory() -> tuple[int, int]:
+    """Proportional set size (bytes) summed over this process's group, and its process count.
+
+    PSS shares each page among the processes mapping it, so forked copies of the libraries
+    and Lava's shared channels count once in the sum.
+    """
+    pgid, total, count = os.getpgid(0), 0, 0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(stat) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5: pgrp
+                    continue
+            with open(stat[: -len("stat")] + "smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+            count += 1
+    return total, count
+
+
 def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """``fn(*args)`` in a forked child; raises ``LavaTimeoutError`` after ``timeout`` seconds."""
     ctx = mp.get_context("fork")

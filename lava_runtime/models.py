@@ -95,7 +95,7 @@ class _FrameSourceBase(_Base):
 
 @_model(FrameSource, "floating_pt")
 class PyFrameSourceFloat(_FrameSourceBase):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
 
 @_model(FrameSource, "fixed_pt")
@@ -107,10 +107,10 @@ class PyFrameSourceFixed(_FrameSourceBase):
 @_model(Synapses, "floating_pt")
 class PySynapsesFloat(_Base):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
     def run_spk(self) -> None:
-        self.a_out.send(apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float32).astype(np.float64))
+        self.a_out.send(apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float32))
 
 
 @_model(Synapses, "fixed_pt")
@@ -137,10 +137,10 @@ class _Unary(_Base):
 @_model(TokenMean, "floating_pt")
 class PyTokenMeanFloat(_Unary):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
     def compute(self, x: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(x.astype(np.float32).mean(axis=(-2, -1), keepdims=True), x.shape).astype(np.float64)
+        return np.broadcast_to(x.astype(np.float32).mean(axis=(-2, -1), keepdims=True), x.shape)
 
 
 @_model(TokenMean, "fixed_pt")
@@ -174,13 +174,13 @@ class _TimeMeanBase(_Base):
             self.mean = self.finish(self.total)
 
     def finish(self, total: np.ndarray) -> np.ndarray:
-        return (total.astype(np.float32) / np.float32(self.window)).astype(np.float64)
+        return total.astype(np.float32) / np.float32(self.window)
 
 
 @_model(TimeMean, "floating_pt")
 class PyTimeMeanFloat(_TimeMeanBase):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
 
 @_model(TimeMean, "fixed_pt")
@@ -207,11 +207,11 @@ class PyReadout(PyTimeMeanFloat):
 class PyProductFloat(_Base):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     b_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
     def run_spk(self) -> None:
         a, b = np.asarray(self.a_in.recv(), np.float32), np.asarray(self.b_in.recv(), np.float32)
-        self.a_out.send((a * b).astype(np.float64))
+        self.a_out.send(a * b)
 
 
 @_model(Product, "fixed_pt")
@@ -241,11 +241,11 @@ class PySSAFloat(_Base):
     q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
     def run_spk(self) -> None:
         counts = ssa_values(self.q_in.recv(), self.k_in.recv(), self.v_in.recv(), self.proc_params["heads"])
-        self.a_out.send((counts.astype(np.float32) * np.float32(self.proc_params["scale"])).astype(np.float64))
+        self.a_out.send(counts.astype(np.float32) * np.float32(self.proc_params["scale"]))
 
 
 @_model(SSAAttention, "fixed_pt")
@@ -276,7 +276,7 @@ class _DelayBase(_Base):
 @_model(Delay, "floating_pt")
 class PyDelayFloat(_DelayBase):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
 
 @_model(Delay, "fixed_pt")
@@ -300,12 +300,12 @@ class _Recorder:
 
 @_model(RecordedLIF, "floating_pt")
 class PyRecordedLIFFloat(_Recorder, PyLifResetModelFloat):
-    pass
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.bool_)  # spikes as bytes, not Lava's float64
 
 
 @_model(RecordedLIF, "fixed_pt")
 class PyRecordedLIFFixed(_Recorder, PyLifResetModelBitAcc):
-    pass
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.bool_)  # spikes as bytes, not Lava's int32
 
 
 MODELS = {

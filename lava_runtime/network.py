@@ -20,7 +20,7 @@ import nir
 import numpy as np
 
 from export.lava_package import read_manifest
-from lava_runtime.guard import run_with_timeout
+from lava_runtime.guard import group_memory, run_with_timeout
 from lava_runtime.plan import NetworkPlan, ProcessPlan, build_plan, lif_parameters
 
 MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
@@ -63,7 +63,8 @@ class SimulationResult:
     process_counts: dict[str, int]
     compile_seconds: float
     run_seconds: float
-    peak_rss_mib: float = 0.0
+    memory_mib: float = 0.0  # PSS of the whole Lava process group at the end of the run (guard.group_memory)
+    os_processes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -242,8 +243,6 @@ def _frac_bits() -> int:
 
 def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool) -> dict[str, Any]:
     """Build, run and stop the network (inside the forked child); return timings."""
-    import resource
-
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -274,13 +273,12 @@ def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, st
             if bar is not None:
                 bar.update(chunk)
         finished = time.perf_counter()
+        memory, os_processes = group_memory()  # every Lava process is still alive here
     finally:
         anchor.stop()
         if bar is not None:
             bar.close()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"compile_seconds": compiled - started, "run_seconds": finished - compiled, "peak_rss_mib": max(children, own)}
+    return {"compile_seconds": compiled - started, "run_seconds": finished - compiled, "memory_mib": memory / 2**20, "os_processes": os_processes}
 
 
 def simulate(
@@ -319,7 +317,7 @@ def simulate(
         work = Path(tmp)
         for modality, data in inputs.items():
             frames = np.lib.format.open_memmap(work / f"{plan.input_nodes[modality]}.npy", mode="w+",
-                                               dtype=np.float64 if mode == "float" else np.int32, shape=(steps, lanes, *data.shape[2:]))  # fmt: skip
+                                               dtype=np.float32 if mode == "float" else np.int32, shape=(steps, lanes, *data.shape[2:]))  # fmt: skip
             padded = np.zeros((windows * lanes, *data.shape[1:]), dtype=np.float64)
             padded[:samples] = data
             block = padded.reshape(windows, lanes, *data.shape[1:]).swapaxes(1, 2).reshape(windows * time_steps, lanes, *data.shape[2:])

@@ -25,7 +25,10 @@ DEFAULT_SAMPLES = 64
 DEFAULT_LANES = 16
 
 
-def _inputs(package_manifest: dict[str, Any], dataset: str, split: str, samples: int, data_root, cache_dir, options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_inputs(
+    package_manifest: dict[str, Any], dataset: str, split: str, samples: int, data_root=None, cache_dir=None, options=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``samples`` items of a split, encoded for the package's model: audio, video, labels."""
     from snnergy.config import ModelConfig
     from snnergy.data.registry import dataset_for_model
 
@@ -123,7 +126,7 @@ def run_simulation(
     cost = load_cost_model(cost_model)
     package = load_package(package_dir)
     reference_path = _reference_checkpoint(package.manifest, checkpoint)
-    audio, video, labels = _inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
+    audio, video, labels = load_inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
     result = simulate(package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress)
     torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
     spike_agreement, per_population = agreement(result.spikes, torch_trains)
@@ -156,7 +159,7 @@ def run_simulation(
         "lava": {
             "lanes": result.lanes, "steps": result.steps, "pipeline_latency_steps": result.latency,
             "processes": result.processes, "process_counts": result.process_counts,
-            "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "peak_rss_mib": result.peak_rss_mib,
+            "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "memory_mib": result.memory_mib, "os_processes": result.os_processes,
         },  # fmt: skip
         "energy": energy,
     }
