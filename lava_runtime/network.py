@@ -26,6 +26,10 @@ from lava_runtime.plan import NetworkPlan, ProcessPlan, build_plan, lif_paramete
 MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
 REAL_VALUED = ("input", "token_mean", "time_mean", "product", "ssa_attention")
 BIAS_MANT_MAX = 4095
+# SpikingJelly fires on v >= vth, Lava on v > vth << 6: with integer membranes exact ties
+# happen. One LSB of bias per step (1/64 of a weight unit; the bias is not shifted by 6)
+# turns a tie into a spike and moves no other decision.
+TIE_BREAK = 1
 
 
 @dataclass
@@ -216,6 +220,7 @@ class _Builder:
             if last is not None and key in self.package.fixed:
                 mantissa = self.package.fixed[key].astype(np.int64) << int(self.package.fixed[f"{plan.name}/in/{last}/bias_exp"])
                 total += mantissa.reshape((-1,) + (1,) * (len(shape) - 2))
+        total += TIE_BREAK
         exponent = 0
         while exponent < 7 and np.abs(total).max(initial=0) >> exponent > BIAS_MANT_MAX:
             exponent += 1
