@@ -22,12 +22,12 @@ from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from torch.nn import functional as F
 
 from lava_runtime.processes import (
+    MAX_INPUTS,
     Delay,
     FrameSource,
-    HostSynapses,
+    NeuroCore,
     Product,
     Readout,
-    RecordedLIF,
     SSAAttention,
     Synapses,
     TimeMean,
@@ -103,29 +103,14 @@ class PyFrameSourceFixed(_FrameSourceBase):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 
 
-# -- synapses ---------------------------------------------------------------------------
+# -- synapses (the readout's; floating point in both modes) --------------------------------
 @_model(Synapses, "floating_pt")
-class PySynapsesFloat(_Base):
+class PySynapses(_Base):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
 
     def run_spk(self) -> None:
         self.a_out.send(apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float32))
-
-
-@_model(Synapses, "fixed_pt")
-class PySynapsesFixed(_Base):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-
-    def run_spk(self) -> None:
-        out = apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float64)
-        self.a_out.send(np.clip(out, -(2**23), 2**23 - 1).astype(np.int32))  # 24-bit activation
-
-
-@_model(HostSynapses, "floating_pt")
-class PyHostSynapses(PySynapsesFloat):
-    pass
 
 
 # -- extensions --------------------------------------------------------------------------
@@ -285,36 +270,101 @@ class PyDelayFixed(_DelayBase):
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 
 
-# -- neurons: Lava's own LIF models plus a recorder ----------------------------------------
-class _Recorder:
-    """Writes the spike vector of every step into the process's memory map."""
+# -- neuron cores: Lava's own LIF dynamics, fed by their dendritic synapses ----------------
+class _CoreMixin:
+    """Sums the currents of every input (delayed, through its synapse chain), then steps
+    Lava's ``LIFReset`` dynamics (``subthr_dynamics``, ``spiking_activation``,
+    ``reset_voltage``) exactly as its own ``run_spk`` does, and records the spikes."""
 
     _record = None
+    _delays = None
+    synapse_dtype = torch.float32
 
-    def reset_voltage(self, spike_vector: np.ndarray) -> None:
+    def _port(self, index: int, delay: int) -> np.ndarray:
+        x = np.asarray(getattr(self, f"in{index}").recv())
+        if not delay:
+            return x
+        if self._delays is None:
+            self._delays = {}
+        line = self._delays.setdefault(index, [np.zeros_like(x) for _ in range(delay)])
+        line.append(x)
+        return line.pop(0)
+
+    def _current(self) -> np.ndarray:
+        total, port = None, 0
+        for group in self.proc_params["inputs"]:
+            summed = None
+            for delay in group["delays"]:
+                x = self._port(port, delay)
+                summed = x if summed is None else summed + x
+                port += 1
+            current = apply_ops(group["ops"], summed, self.synapse_dtype)
+            total = current if total is None else total + current
+        return self.as_activation(total)
+
+    def run_spk(self) -> None:
+        activation = self._current()
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+        self.prepare()
+        self.subthr_dynamics(activation_in=activation)
+        spikes = self.spiking_activation()
+        self.reset_voltage(spike_vector=spikes)
         if self._record is None:
             self._record = np.load(self.proc_params["record_path"], mmap_mode="r+")
-        self._record[self.time_step - 1] = spike_vector
-        super().reset_voltage(spike_vector)
+        self._record[self.time_step - 1] = spikes
+        self.s_out.send(spikes)
 
 
-@_model(RecordedLIF, "floating_pt")
-class PyRecordedLIFFloat(_Recorder, PyLifResetModelFloat):
+def _input_ports(value_type: type, precision: int | None = None) -> dict[str, LavaPyType]:
+    """LavaPyTypes of the ports ``in0`` .. ``in{MAX_INPUTS - 1}`` (a core creates those it uses)."""
+    return {f"in{i}": LavaPyType(PyInPort.VEC_DENSE, value_type, precision=precision) for i in range(MAX_INPUTS)}
+
+
+@_model(NeuroCore, "floating_pt")
+class PyNeuroCoreFloat(_CoreMixin, PyLifResetModelFloat):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.bool_)  # spikes as bytes, not Lava's float64
+    locals().update(_input_ports(float))
+
+    def __init__(self, proc_params: dict[str, Any]) -> None:
+        super().__init__(proc_params)
+        torch.set_num_threads(1)
+
+    def prepare(self) -> None:
+        pass
+
+    def as_activation(self, current: np.ndarray) -> np.ndarray:
+        return current
 
 
-@_model(RecordedLIF, "fixed_pt")
-class PyRecordedLIFFixed(_Recorder, PyLifResetModelBitAcc):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.bool_)  # spikes as bytes, not Lava's int32
+@_model(NeuroCore, "fixed_pt")
+class PyNeuroCoreFixed(_CoreMixin, PyLifResetModelBitAcc):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.bool_)
+    locals().update(_input_ports(np.int32, 24))
+    synapse_dtype = torch.float64  # integer sums, exact
+
+    def __init__(self, proc_params: dict[str, Any]) -> None:
+        super().__init__(proc_params)
+        torch.set_num_threads(1)
+
+    def prepare(self) -> None:
+        """As Lava's bit-accurate ``run_spk``: scale the bias every step, the threshold once."""
+        self.scale_bias()
+        if not self.isthrscaled:
+            self.scale_threshold()
+
+    def as_activation(self, current: np.ndarray) -> np.ndarray:
+        return np.clip(current, -(2**23), 2**23 - 1).astype(np.int32)  # 24-bit dendritic sum
 
 
 MODELS = {
     "floating_pt": {
-        FrameSource: PyFrameSourceFloat, Synapses: PySynapsesFloat, HostSynapses: PyHostSynapses, TokenMean: PyTokenMeanFloat, TimeMean: PyTimeMeanFloat,
-        Readout: PyReadout, Product: PyProductFloat, SSAAttention: PySSAFloat, Delay: PyDelayFloat, RecordedLIF: PyRecordedLIFFloat,
+        FrameSource: PyFrameSourceFloat, Synapses: PySynapses, TokenMean: PyTokenMeanFloat, TimeMean: PyTimeMeanFloat,
+        Readout: PyReadout, Product: PyProductFloat, SSAAttention: PySSAFloat, Delay: PyDelayFloat, NeuroCore: PyNeuroCoreFloat,
     },
     "fixed_pt": {
-        FrameSource: PyFrameSourceFixed, Synapses: PySynapsesFixed, HostSynapses: PyHostSynapses, TokenMean: PyTokenMeanFixed, TimeMean: PyTimeMeanFixed,
-        Readout: PyReadout, Product: PyProductFixed, SSAAttention: PySSAFixed, Delay: PyDelayFixed, RecordedLIF: PyRecordedLIFFixed,
+        FrameSource: PyFrameSourceFixed, Synapses: PySynapses, TokenMean: PyTokenMeanFixed, TimeMean: PyTimeMeanFixed,
+        Readout: PyReadout, Product: PyProductFixed, SSAAttention: PySSAFixed, Delay: PyDelayFixed, NeuroCore: PyNeuroCoreFixed,
     },
 }  # fmt: skip

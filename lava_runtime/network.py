@@ -76,25 +76,10 @@ class SimulationResult:
         return self.logits.argmax(axis=1)
 
 
-def _targets(plan: NetworkPlan) -> dict[str, list[str]]:
-    targets = defaultdict(list)
-    for process in plan.processes.values():
-        for source in process.sources:
-            targets[source].append(process.name)
-    return targets
-
-
 def _origin(plan: NetworkPlan, name: str) -> ProcessPlan:
     """The process whose values reach ``name`` through delays."""
     process = plan.processes[name]
     return _origin(plan, process.sources[0]) if process.kind == "delay" else process
-
-
-def _final_target(plan: NetworkPlan, targets: dict[str, list[str]], name: str) -> ProcessPlan:
-    """The process that ``name``'s single output reaches through delays."""
-    (target,) = targets[name]
-    process = plan.processes[target]
-    return _final_target(plan, targets, target) if process.kind == "delay" else process
 
 
 class _Builder:
@@ -106,7 +91,6 @@ class _Builder:
         self.torch = torch
         self.package, self.plan, self.mode, self.lanes, self.workdir = package, plan, mode, lanes, workdir
         self.graph, self.dt = package.graph, float(package.manifest["dt"])
-        self.targets = _targets(plan)
         self.procs: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- synapse operations
@@ -180,16 +164,12 @@ class _Builder:
         self._connect()
 
     def _synapses(self, plan: ProcessPlan, shape: tuple[int, ...]) -> Any:
+        """The readout's chains (into no neuron): floating point in both modes."""
         from lava_runtime import processes as P
 
-        target = _final_target(self.plan, self.targets, plan.name).name
-        into_lif = self.plan.processes[target].kind == "lif"
-        ops = [op for node in plan.nodes for op in self._op(node, target if into_lif else None)]
+        ops = [op for node in plan.nodes for op in self._op(node, None)]
         in_shape = (self.lanes, *self.plan.processes[plan.sources[0]].shape)
-        if into_lif:
-            ops += self._into_neuron(target, _origin(self.plan, plan.sources[0]).kind, plan.nodes[-1] if plan.nodes else None)
-            return P.Synapses(in_shape=in_shape, out_shape=shape, ops=ops, name=plan.name)
-        return P.HostSynapses(in_shape=in_shape, out_shape=shape, ops=ops, name=plan.name)
+        return P.Synapses(in_shape=in_shape, out_shape=shape, ops=ops, name=plan.name)
 
     def _lif(self, plan: ProcessPlan, shape: tuple[int, ...]) -> Any:
         from lava_runtime import processes as P
@@ -200,26 +180,31 @@ class _Builder:
                 raise ValueError(f"{plan.name}: Lava's LIF resets to 0; {key} must be 0")
         record = self.workdir / f"spikes.{plan.name}.npy"
         np.lib.format.open_memmap(record, mode="w+", dtype=bool, shape=(self.steps, *shape))
-        common = dict(shape=shape, reset_interval=self.plan.time_steps, reset_offset=(1 + plan.latency) % self.plan.time_steps,
-                      record_path=str(record), name=plan.name)  # fmt: skip
+        inputs = []
+        for group in plan.params["inputs"]:
+            ops = [op for name in group["nodes"] for op in self._op(name, plan.name)]
+            last = group["nodes"][-1] if group["nodes"] else None
+            ops += self._into_neuron(plan.name, _origin(self.plan, group["sources"][0]).kind, last)
+            inputs.append({"ops": ops, "delays": group["delays"]})
+        in_shapes = [(self.lanes, *self.plan.processes[source].shape) for source in plan.sources]
+        common = dict(shape=shape, in_shapes=in_shapes, inputs=inputs, reset_interval=self.plan.time_steps,
+                      reset_offset=(1 + plan.latency) % self.plan.time_steps, record_path=str(record), name=plan.name)  # fmt: skip
         if self.mode == "float":
             params = lif_parameters(node, self.dt)
-            return P.RecordedLIF(du=1.0, dv=params["dv"], vth=params["vth"], **common)
+            return P.NeuroCore(du=1.0, dv=params["dv"], vth=params["vth"], **common)
         fixed = self.package.fixed
         mantissa, exponent = self._fixed_bias(plan, shape)
-        return P.RecordedLIF(du=int(fixed[f"{plan.name}/du"]), dv=int(fixed[f"{plan.name}/dv"]), vth=int(fixed[f"{plan.name}/vth_mant"]),
-                             bias_mant=mantissa, bias_exp=exponent, **common)  # fmt: skip
+        return P.NeuroCore(du=int(fixed[f"{plan.name}/du"]), dv=int(fixed[f"{plan.name}/dv"]), vth=int(fixed[f"{plan.name}/vth_mant"]),
+                           bias_mant=mantissa, bias_exp=exponent, **common)  # fmt: skip
 
     def _fixed_bias(self, plan: ProcessPlan, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded."""
         total = np.zeros(shape[1:], dtype=np.int64)
-        for source in plan.sources:
-            chain = _origin(self.plan, source)
-            last = chain.nodes[-1] if chain.kind == "synapses" and chain.nodes else None
-            key = f"{plan.name}/in/{last}/bias_mant"
-            if last is not None and key in self.package.fixed:
-                mantissa = self.package.fixed[key].astype(np.int64) << int(self.package.fixed[f"{plan.name}/in/{last}/bias_exp"])
-                total += mantissa.reshape((-1,) + (1,) * (len(shape) - 2))
+        for spec in plan.params["inputs"]:
+            key = f"{plan.name}/in/{spec['nodes'][-1]}/bias_mant" if spec["nodes"] else None
+            if key in self.package.fixed:
+                exponent = int(self.package.fixed[key.replace("bias_mant", "bias_exp")])
+                total += (self.package.fixed[key].astype(np.int64) << exponent).reshape((-1,) + (1,) * (len(shape) - 2))
         total += TIE_BREAK
         exponent = 0
         while exponent < 7 and np.abs(total).max(initial=0) >> exponent > BIAS_MANT_MAX:
@@ -234,7 +219,7 @@ class _Builder:
             for index, source in enumerate(plan.sources):
                 source_proc = self.procs[source]
                 out = source_proc.s_out if self.plan.processes[source].kind in ("input", "lif") else source_proc.a_out
-                port_name = ports[plan.kind][index] if plan.kind in ports else ("a_in" if plan.kind == "lif" else "s_in")
+                port_name = ports[plan.kind][index] if plan.kind in ports else (f"in{index}" if plan.kind == "lif" else "s_in")
                 out.connect(getattr(proc, port_name))
 
     steps = 0

@@ -2,13 +2,15 @@
 
 Grouping, and why each keeps the Loihi-style semantics:
 
-* one **neuron process per NIR LIF node** (Lava's own ``LIFReset``): a population of
-  independent compartments, as one Loihi core group holds them;
-* one **synapse process per chain of synaptic NIR nodes** (``Conv2d``, ``SumPool2d``,
-  ``AvgPool2d``, ``Flatten``, ``Affine``) between two neuron/extension nodes: a chain
-  such as pool -> flatten -> linear has no state between its parts, so running it in one
-  process changes nothing but the number of messages. Several chains feeding one
-  population arrive at its single ``a_in`` port, which Lava sums (NIR's fan-in sum);
+* one **neuron-core process per NIR LIF node**: the population (Lava's ``LIFReset``
+  dynamics) together with the synapses of every input that feeds only it, as a Loihi
+  neurocore holds a population's compartments and its dendritic synapses. A *synapse
+  chain* is a run of synaptic NIR nodes (``Conv2d``, ``SumPool2d``, ``AvgPool2d``,
+  ``Flatten``, ``Affine``) between two neuron/extension nodes: it has no state, so running
+  it where its spikes arrive changes nothing but the number of messages; the inputs'
+  currents are summed (NIR's fan-in sum) before the neuron update of the same step;
+* the readout's chains (pool -> flatten -> linear, not into a neuron) stay synapse
+  processes;
 * one **process per extension node** (``token_mean``, ``time_mean``, ``product``,
   ``ssa_attention``);
 * **batch lanes**: every process holds ``lanes`` independent copies of its units, one
@@ -122,29 +124,52 @@ def build_plan(graph: nir.NIRGraph, time_steps: int) -> NetworkPlan:
 
     if not output:
         raise ValueError("the graph has no Output node")
-    _add_direct_synapses(processes)
     processes[output].kind = "readout" if processes[output].kind == "time_mean" else processes[output].kind
     _assign_latencies(processes, time_steps)
+    _fuse_into_neurons(processes)
     return NetworkPlan(processes, time_steps, output, inputs)
 
 
-def _add_direct_synapses(processes: dict[str, ProcessPlan]) -> None:
-    """A neuron fed directly by spikes or values (an AND unit's key, SSA's attention) gets an
-    empty synapse chain: Lava's LIF reads currents, which need the input's weight (1/tau)."""
-    for plan in list(processes.values()):
+def _fuse_into_neurons(processes: dict[str, ProcessPlan]) -> None:
+    """Each neuron process takes in the synapse chains and delays that only feed it.
+
+    A neuron's ``params["inputs"]`` lists its dendritic groups: the processes whose outputs
+    a group sums (each read through its own port, after its own delay) and the NIR synaptic
+    nodes applied to that sum (none for a direct spike or value input). ``sources`` lists
+    the ports' processes, group after group. Synapses are stateless and linear, so delaying
+    their input instead of their output changes nothing.
+    """
+    targets = defaultdict(list)
+    for plan in processes.values():
+        for source in plan.sources:
+            targets[source].append(plan.name)
+    absorbed: set[str] = set()
+
+    def undelayed(name: str, consumer: str) -> tuple[str, int]:
+        """``name`` with a delay that only ``consumer`` reads looked through."""
+        process = processes[name]
+        if process.kind == "delay" and targets[name] == [consumer]:
+            absorbed.add(name)
+            return process.sources[0], process.params["steps"]
+        return name, 0
+
+    for plan in processes.values():
         if plan.kind != "lif":
             continue
-        for index, source in enumerate(plan.sources):
-            if processes[source].kind != "synapses":
-                name = f"{plan.name}.in.{source}"
-                processes[name] = ProcessPlan(name, "synapses", processes[source].shape, 0, [source], [])
-                plan.sources[index] = name
-    order = {name: i for i, name in enumerate(processes)}  # keep a topological order: chains before their neuron
-    for plan in [p for p in processes.values() if p.kind == "synapses" and not p.nodes]:
-        order[plan.name] = order[plan.sources[0]] + 0.5
-    ordered = sorted(processes.values(), key=lambda p: order[p.name])
-    processes.clear()
-    processes.update((p.name, p) for p in ordered)
+        groups = []
+        for port_source in plan.sources:
+            source, after = undelayed(port_source, plan.name)
+            chain = processes[source]
+            if chain.kind == "synapses" and len(targets[source]) == 1:
+                absorbed.add(source)
+                feeds = [undelayed(s, source) for s in chain.sources]
+                groups.append({"sources": [s for s, _ in feeds], "delays": [d + after for _, d in feeds], "nodes": list(chain.nodes)})
+            else:
+                groups.append({"sources": [source], "delays": [after], "nodes": []})
+        plan.params["inputs"] = groups
+        plan.sources = [s for group in groups for s in group["sources"]]
+    for name in absorbed:
+        del processes[name]
 
 
 def _assign_latencies(processes: dict[str, ProcessPlan], time_steps: int) -> None:
@@ -158,7 +183,7 @@ def _assign_latencies(processes: dict[str, ProcessPlan], time_steps: int) -> Non
             if lag:
                 delay_name = f"{source}@delay{lag}"
                 if delay_name not in processes:
-                    processes[delay_name] = ProcessPlan(delay_name, "delay", processes[source].shape, arrival, [source], params={"steps": lag})
+                    processes[delay_name] = ProcessPlan(delay_name, "delay", processes[source].shape, arrival, [source], params={"steps": lag, "input_latency": processes[source].latency})
                 plan.sources[index] = delay_name
         plan.latency = arrival + (time_steps if plan.kind in ("time_mean", "readout") else 0)
         plan.params["input_latency"] = arrival

@@ -1,9 +1,9 @@
 """Custom Lava processes for what lava-nc has no process for, and a recording LIF.
 
 Every process carries a leading *lane* axis (one lane per sample of a batch, see
-``lava_runtime.plan``). Neurons are Lava's own ``LIFReset``; ``RecordedLIF`` only adds a
-spike recorder (a memory-mapped file the parent reads after the run). The process models
-live in ``lava_runtime.models``.
+``lava_runtime.plan``). Neurons are Lava's own ``LIFReset`` (its Vars and dynamics), which
+``NeuroCore`` extends with the synapses of its inputs and a spike recorder (a memory-mapped
+file the parent reads after the run). The process models live in ``lava_runtime.models``.
 """
 
 from __future__ import annotations
@@ -26,21 +26,18 @@ class FrameSource(AbstractProcess):
 
 
 class Synapses(AbstractProcess):
-    """A stateless chain of synaptic operations (conv, sum/avg pool, flatten, affine, scale).
+    """A stateless chain of synaptic operations (pool, flatten, affine) outside any neuron
+    core: the readout's, which runs in floating point in both modes, as a classifier reading
+    spike counts on the host would.
 
-    ``ops`` is a list of ``(kind, params)`` (``lava_runtime.ops``); the chain delivers
-    within the step. Several connections into ``s_in`` are summed by Lava.
+    ``ops`` is a list of ``(kind, params)`` (``lava_runtime.models.apply_ops``); the chain
+    delivers within the step. Several connections into ``s_in`` are summed by Lava.
     """
 
     def __init__(self, *, in_shape: tuple[int, ...], out_shape: tuple[int, ...], ops: list[tuple[str, dict[str, Any]]], name: str | None = None):
         super().__init__(in_shape=in_shape, out_shape=out_shape, ops=ops, name=name)
         self.s_in = InPort(shape=in_shape)
         self.a_out = OutPort(shape=out_shape)
-
-
-class HostSynapses(Synapses):
-    """The readout's synapses (pool, linear head): real-valued, always floating point, as a
-    classifier reading spike counts on the host would be."""
 
 
 class TokenMean(AbstractProcess):
@@ -103,10 +100,22 @@ class Delay(AbstractProcess):
         self.a_out = OutPort(shape=shape)
 
 
-class RecordedLIF(LIFReset):
-    """Lava's ``LIFReset`` whose spikes are also written, step by step, to ``record_path``
-    (a ``.npy`` memory map of shape ``(steps, *shape)``, created by the caller)."""
+MAX_INPUTS = 8
 
-    def __init__(self, *, record_path: str, **kwargs: Any):
+
+class NeuroCore(LIFReset):
+    """A population with its dendritic synapses: Lava's ``LIFReset`` plus input ports
+    ``in0``, ``in1``, ... (shapes ``in_shapes``). ``inputs`` lists dendritic groups, each
+    ``{"delays": [steps per port], "ops": [...]}``: a group sums its ports (the next
+    ``len(delays)`` ones, each delayed) and applies its synapse chain. Spikes are also
+    written, step by step, to ``record_path`` (a ``.npy`` memory map ``(steps, *shape)``).
+    """
+
+    def __init__(self, *, in_shapes: list[tuple[int, ...]], inputs: list[dict[str, Any]], record_path: str, **kwargs: Any):
+        if not 0 < len(in_shapes) <= MAX_INPUTS or len(in_shapes) != sum(len(group["delays"]) for group in inputs):
+            raise ValueError(f"a neuron core takes 1 to {MAX_INPUTS} inputs, got {len(in_shapes)}")
         super().__init__(**kwargs)
+        self.proc_params["inputs"] = inputs
         self.proc_params["record_path"] = record_path
+        for index in range(MAX_INPUTS):  # a process model must match every port: unused ones stay unconnected
+            setattr(self, f"in{index}", InPort(shape=in_shapes[index] if index < len(in_shapes) else (1,)))
