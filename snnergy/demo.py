@@ -11,9 +11,10 @@ call `energy` and `export`; the model, data and training code never do.
 4. count real spikes on test samples and print the energy report per stage (45 nm cost
    model) with the firing rates, plus the model summary and the analytic complexity table;
 5. export the best checkpoint as a Lava package (NIR graph, manifest, fixed-point
-   parameters) for the Lava runtime.
-
-The Lava simulation of that package joins this job when the runtime lands.
+   parameters, energy description);
+6. simulate that package as Lava processes on CPU on the same test samples: accuracy,
+   prediction and spike agreement with PyTorch, and the energy accounted from the spikes
+   Lava counted (``snnergy simulate``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     out_dir = Path(out_dir)
     model_config = load_preset(DEMO_PRESET)
     train_config = load_train_preset(DEMO_PRESET, device="cpu", max_minutes=minutes)
-    print(f"[1/4] training preset '{DEMO_PRESET}' on avdigits for at most {minutes:g} minutes -> {out_dir}", flush=True)
+    print(f"[1/5] training preset '{DEMO_PRESET}' on avdigits for at most {minutes:g} minutes -> {out_dir}", flush=True)
     resume = (out_dir / "last.pt").exists()
     if resume:
         print(f"      resuming from {out_dir / 'last.pt'}", flush=True)
@@ -46,7 +47,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
 
     checkpoint = load_checkpoint(out_dir / "best.pt")
     model, config = checkpoint.build_model(), checkpoint.model_config
-    print("[2/4] evaluating the best checkpoint on the held-out test split (unseen voices and images)", flush=True)
+    print("[2/5] evaluating the best checkpoint on the held-out test split (unseen voices and images)", flush=True)
     accuracies = {}
     for modality in ("both", "audio", "video"):
         test_set = dataset_for_model("avdigits", "test", config, modality=modality)
@@ -64,7 +65,7 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     from energy.complexity import format_table5, stage_complexities
     from energy.report import EnergyReport, format_terminal
 
-    print(f"[3/4] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
+    print(f"[3/5] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
     energy = energy_report(
         out_dir / "best.pt",
         "avdigits",
@@ -82,6 +83,15 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
 
     from export.lava_package import write_lava_package
 
-    package = write_lava_package(checkpoint, out_dir / "model.lava", fixed_point=True)
-    print(f"\n[4/4] Lava package: {package['path']}/ ({', '.join(package['files'])}; {package['nodes']} NIR nodes)")
+    package = write_lava_package(checkpoint, out_dir / "model.lava", fixed_point=True, source=out_dir / "best.pt")
+    print(f"\n[4/5] Lava package: {package['path']}/ ({', '.join(package['files'])}; {package['nodes']} NIR nodes)")
+
+    from snnergy.simulate import format_summary, run_simulation
+
+    print(f"[5/5] simulating the package in Lava (floating point) on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
+    simulation = run_simulation(out_dir / "model.lava", "avdigits", "test", DEMO_ENERGY_SAMPLES, mode="float")
+    (out_dir / "lava-simulation.json").write_text(json.dumps(simulation, indent=2))
+    print(format_summary(simulation))
+    print(f"energy per inference from Lava's spikes: {simulation['energy']['total']['energy_uj']:.2f} uJ "
+          f"(PyTorch's spikes, step 3: {energy['total']['energy_uj']:.2f} uJ)  (report: {out_dir / 'lava-simulation.json'})")  # fmt: skip
     return 0

@@ -168,7 +168,7 @@ def run_simulation(
 def format_summary(result: dict[str, Any]) -> str:
     lava = result["lava"]
     lines = [
-        f"Lava ({result['mode']} point) on {result['samples']} {result['dataset']}/{result['split']} samples: "
+        f"Lava ({'floating' if result['mode'] == 'float' else 'fixed'} point) on {result['samples']} {result['dataset']}/{result['split']} samples: "
         f"{lava['processes']} processes, {lava['lanes']} lanes, {lava['steps']} steps (pipeline latency {lava['pipeline_latency_steps']}), "
         f"compile {lava['compile_seconds']:.1f} s, run {lava['run_seconds']:.1f} s",
         f"accuracy            Lava {result['accuracy']:.4f} | PyTorch {result['pytorch_accuracy']:.4f}",
