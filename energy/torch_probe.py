@@ -23,11 +23,11 @@ from spikingjelly.activation_based import neuron
 from torch import Tensor, nn
 
 from energy.accounting import LayerInput, NetworkDescription, Population, SpikeCounts, SynapticLayer
-from snnergy.layers.block import MODALITIES
 from snnergy.layers.projection import ConvBN2d
 from snnergy.model import SNNergy
 
-_TRACED = (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, neuron.BaseNode, nn.Linear)
+_TRACED = (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, neuron.BaseNode, nn.ReLU, nn.Linear)
+_UNITS = (neuron.BaseNode, nn.ReLU)  # spiking neurons, or the ANN counterpart's ReLUs
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -104,7 +104,7 @@ class _Builder:
             name = f"{prefix}.deep.{index}"
             if isinstance(child, ConvBN2d):
                 self.synaptic(name, stage, modality, current, reads)
-            elif isinstance(child, neuron.BaseNode):
+            elif isinstance(child, _UNITS):
                 current = [self.population(name, stage, "spds_hidden", modality)]
             elif isinstance(child, nn.MaxPool2d):
                 # max-pool of spikes = OR: each input spike reaches one sum-pool unit
@@ -182,13 +182,13 @@ class _Builder:
         return self.population(f"{base}.lif2", stage, "mlp2", modality, block=block)
 
     def head(self, streams: dict[str, list[str]]) -> None:
-        for modality in MODALITIES:
+        for modality in streams:
             size = self.populations_size(streams[modality][0])
             # global average pooling: one accumulate per spike of each constituent (1/N folds into the head)
             pooled = LayerInput(tuple(streams[modality]), 1.0, size)
             self.analytic(f"head.pool.{modality}", "head", "avg_pool", modality, size, pooled)
-        in_shape, out_shape = self.shapes["head"]
-        dense = _size(in_shape) * _size(out_shape)
+        # the head's linear layers read real-valued means: their MACs, whatever the fusion
+        dense = sum(m.in_features * m.out_features for m in self.modules["head"].modules() if isinstance(m, nn.Linear))
         self.analytic("head", "head", "head", "both", dense, reads="pooled features (real-valued means)")
 
     def populations_size(self, name: str) -> int:
@@ -199,16 +199,17 @@ def describe_model(model: SNNergy) -> NetworkDescription:
     """Populations and synaptic layers of ``model`` with the sources of every layer."""
     config = model.config
     builder = _Builder(model, trace_shapes(model))
-    streams = {m: [builder.spds(f"stem.{m}", "stem", m, None)] for m in MODALITIES}
+    modalities = config.active_modalities
+    streams = {m: [builder.spds(f"stem.{m}", "stem", m, None)] for m in modalities}
     for s, blocks in enumerate(model.stages):
         stage = f"stage{s + 1}"
         if s > 0:
-            streams = {m: [builder.spds(f"down.{s - 1}.{m}", stage, m, streams[m])] for m in MODALITIES}
+            streams = {m: [builder.spds(f"down.{s - 1}.{m}", stage, m, streams[m])] for m in modalities}
         for b, block in enumerate(blocks):
             updated = {}
-            for m, other in (("audio", "video"), ("video", "audio")):
+            for m in modalities:
                 attention = builder.cmqka if block.kind == "cmqka" else builder.ssa
-                p = attention(f"stages.{s}.{b}.attn.{m}", stage, m, b, streams[m], streams[other])
+                p = attention(f"stages.{s}.{b}.attn.{m}", stage, m, b, streams[m], streams[block.key_modality(m)])
                 y = streams[m] + [p]  # Y = X + alpha * P
                 updated[m] = y + [builder.mlp(f"stages.{s}.{b}.mlp.{m}", stage, m, b, y)]  # Z = Y + M
             streams = updated  # both directions read the block's inputs
@@ -221,14 +222,26 @@ def describe_model(model: SNNergy) -> NetworkDescription:
         meta={"model_config": config.to_dict()},
     )
     _check_coverage(model, description)
-    return description
+    return description if config.neuron.spiking else as_ann(description)
+
+
+def as_ann(description: NetworkDescription) -> NetworkDescription:
+    """The ANN counterpart's accounting: no spikes, every layer a dense MAC layer."""
+    from dataclasses import replace
+
+    layers = tuple(
+        SynapticLayer(layer.name, layer.stage, layer.kind, layer.dense_ops, real_valued=True, modality=layer.modality, reads="ReLU activations")
+        for layer in description.layers
+    )
+    return replace(description, populations=(), layers=layers)
 
 
 def _check_coverage(model: SNNergy, description: NetworkDescription) -> None:
     """Every spiking module is a population and every weight layer is described, exactly once."""
-    spiking = {n for n, m in model.named_modules() if isinstance(m, (neuron.BaseNode, nn.MaxPool2d))}
+    spiking = {n for n, m in model.named_modules() if isinstance(m, (*_UNITS, nn.MaxPool2d))}
     described = {p.name for p in description.populations if not p.computed_from}
     weights = {n.removesuffix(".conv") for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    weights = {n for n in weights if not n.startswith("head.")}  # a fusion head's layers are accounted as one, "head"
     layers = {layer.name for layer in description.layers}
     if spiking != described or not weights <= layers:
         raise RuntimeError(
@@ -269,7 +282,8 @@ class SpikeProbe:
             if not population.computed_from:
                 hook = self._hook(population.name, population.name in stashed, derived.get(population.name, []))
                 self._handles.append(modules[population.name].register_forward_hook(hook))
-        self._handles.append(modules["stem.audio"].register_forward_pre_hook(self._count_samples))
+        first_stem = f"stem.{self.model.config.active_modalities[0]}"
+        self._handles.append(modules[first_stem].register_forward_pre_hook(self._count_samples))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -190,6 +190,11 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
     """The whole network: two Input nodes (audio, video), one Output (logits per sample)."""
     model = checkpoint.build_model()
     config = model.config
+    if not config.is_snnergy:
+        raise ValueError(
+            f"NIR / Lava export covers the SNNergy architecture; preset {config.preset!r} is a baseline "
+            f"(fusion={config.fusion}, modalities={config.modalities}, spiking={config.neuron.spiking})"
+        )
     builder = GraphBuilder()
     size = config.image_size
     streams, shapes = {}, {}

@@ -164,6 +164,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from snnergy.benchmark import run_benchmark
+
+    command = "snnergy benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "benchmark" else "snnergy benchmark"
+    document = run_benchmark(
+        args.dataset, args.out, args.epochs, args.seeds, args.only, args.size, args.split, args.energy_samples, args.device,
+        args.max_minutes, args.data_root, args.cache_dir, command, args.limit_train_batches,
+    )  # fmt: skip
+    print((args.out / "benchmark.md").read_text())
+    print(f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'}, {args.out / 'benchmark.png'} ({len(document['runs'])} runs)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -260,6 +273,27 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--timeout", type=float, help="seconds before a hung Lava run is killed (default: scaled to the run)")
     simulate.add_argument("--json", type=Path, help="write predictions, agreement, spikes per population and energy as JSON")
     simulate.set_defaults(func=cmd_simulate)
+
+    benchmark = sub.add_parser(
+        "benchmark",
+        help="train every baseline and ablation (snnergy/benchmark.yaml) with one budget; table of accuracy, SOPs, energy",
+        description="Train each model of snnergy/benchmark.yaml (fusion baselines, S-CMRL-style attention, the ANN "
+        "counterpart, single modalities, SNNergy ablations) with the same recipe, budget and seeds; evaluate on the "
+        "held-out split; count SOPs/MACs and energy on real inputs. Writes OUT/benchmark.{md,json,png}; finished runs "
+        "are kept, so an interrupted benchmark resumes.",
+    )
+    add_data_arguments(benchmark)
+    benchmark.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="output directory (default: %(default)s)")
+    benchmark.add_argument("--epochs", type=int, default=3, help="training budget per model and seed (default: %(default)s)")
+    benchmark.add_argument("--max-minutes", type=float, help="also stop each run after this wall time")
+    benchmark.add_argument("--seeds", type=int, default=1, help="seeds per model: 0 .. N-1 (default: %(default)s)")
+    benchmark.add_argument("--only", nargs="+", metavar="ENTRY", help="entries to run (slugs, e.g. snnergy-cmqka-hybrid t-1)")
+    benchmark.add_argument("--size", help="re-base every entry on this preset's sizes, e.g. s or b for real datasets")
+    benchmark.add_argument("--split", default="test")
+    benchmark.add_argument("--energy-samples", type=int, default=64, help="test samples whose spikes are counted (default: %(default)s)")
+    benchmark.add_argument("--device", default="auto", choices=DEVICES)
+    benchmark.add_argument("--limit-train-batches", type=int, help="batches per epoch (smoke runs)")
+    benchmark.set_defaults(func=cmd_benchmark)
 
     from energy.commands import add_energy_commands
 

@@ -21,6 +21,10 @@ ATTENTION_LAYOUTS = {
     "all-ssa": ("ssa", "ssa", "ssa"),
 }
 CMQKA_PATHWAYS = ("spatiotemporal", "spatial", "temporal")
+# cross: the fusion blocks exchange modalities (SNNergy; S-CMRL-style with all-ssa);
+# the others are late fusions: each modality's blocks attend within it, the head fuses.
+FUSIONS = ("cross", "sum", "concat", "film", "gated")
+MODALITY_SETS = {"both": ("audio", "video"), "audio": ("audio",), "video": ("video",)}
 SURROGATES = ("sigmoid",)
 
 
@@ -39,6 +43,7 @@ class NeuronConfig:
     detach_reset: bool = True
     surrogate: str = "sigmoid"
     surrogate_alpha: float = 4.0
+    spiking: bool = True  # False: ReLU units in place of every LIF (the ANN counterpart)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class ModelConfig:
     cmqka_pathways: str = "spatiotemporal"
     alpha_init: float = 1.5
     ssa_scale: float = 0.125
+    ssa_residual: float = 1.0  # weight of SSA's attention branch (S-CMRL: a fixed 1.5)
+    fusion: str = "cross"
+    modalities: str = "both"
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     attn_threshold: float = 0.6
 
@@ -71,6 +79,12 @@ class ModelConfig:
             raise ValueError(f"attention must be one of {sorted(ATTENTION_LAYOUTS)}, got {self.attention!r}")
         if self.cmqka_pathways not in CMQKA_PATHWAYS:
             raise ValueError(f"cmqka_pathways must be one of {CMQKA_PATHWAYS}, got {self.cmqka_pathways!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.modalities not in MODALITY_SETS:
+            raise ValueError(f"modalities must be one of {sorted(MODALITY_SETS)}, got {self.modalities!r}")
+        if self.modalities != "both" and self.fusion not in ("concat", "sum"):
+            raise ValueError(f"a single-modality model ({self.modalities}) has nothing to fuse: use fusion concat, not {self.fusion!r}")
         if self.neuron.surrogate not in SURROGATES:
             raise ValueError(f"neuron.surrogate must be one of {SURROGATES}, got {self.neuron.surrogate!r}")
         if len(self.depths) != 3 or min(self.depths) < 1:
@@ -108,6 +122,15 @@ class ModelConfig:
         return tuple(side * side for side in self.stage_sides)  # type: ignore[return-value]
 
     @property
+    def active_modalities(self) -> tuple[str, ...]:
+        return MODALITY_SETS[self.modalities]
+
+    @property
+    def is_snnergy(self) -> bool:
+        """The deployable SNNergy architecture (cross-modal, spiking, both inputs), not a baseline."""
+        return self.fusion == "cross" and self.modalities == "both" and self.neuron.spiking
+
+    @property
     def stage_attention(self) -> tuple[str, str, str]:
         return ATTENTION_LAYOUTS[self.attention]
 
@@ -136,13 +159,25 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in files if p.name.endswith(".yaml"))
 
 
-def load_preset(name: str, **overrides: Any) -> ModelConfig:
-    """Read ``snnergy/presets/<name>.yaml`` into a ModelConfig, applying overrides."""
+def preset_data(name: str) -> dict[str, Any]:
+    """A preset's YAML as a dict; ``extends: other`` starts from another preset (nested keys
+    such as ``neuron`` and ``train`` are merged, not replaced)."""
     names = preset_names()
     if name not in names:
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)}")
-    text = resources.files("snnergy.presets").joinpath(f"{name}.yaml").read_text()
-    data = yaml.safe_load(text) or {}
+    data = yaml.safe_load(resources.files("snnergy.presets").joinpath(f"{name}.yaml").read_text()) or {}
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    merged = preset_data(parent)
+    for key, value in data.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_preset(name: str, **overrides: Any) -> ModelConfig:
+    """Read ``snnergy/presets/<name>.yaml`` into a ModelConfig, applying overrides."""
+    data = preset_data(name)
     data.pop("train", None)  # the training recipe: snnergy.recipe.load_train_preset
     data["preset"] = name
     data.update({k: v for k, v in overrides.items() if v is not None})

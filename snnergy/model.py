@@ -10,6 +10,11 @@ Internally tensors are T-first (``[T, B, ...]``, SpikingJelly's multi-step layou
 * head: mean over tokens per modality (global average pooling), concatenation (fusion),
   a linear classifier per timestep, mean over timesteps.
 
+Baselines are configurations of the same hierarchy (``ModelConfig.fusion``,
+``modalities``, ``neuron.spiking``): late fusions run the blocks within each modality and
+fuse in the head (``snnergy.layers.fusion_head``); single-modality models have one stream;
+the ANN counterpart has ReLUs where SNNergy has LIFs.
+
 Neuron state is reset at the start of every forward, so a caller cannot leak membrane
 potential from one batch into the next.
 """
@@ -22,6 +27,7 @@ from torch import Tensor, nn
 
 from snnergy.config import ModelConfig
 from snnergy.layers.block import MODALITIES, CrossModalBlock
+from snnergy.layers.fusion_head import FUSION_HEADS
 from snnergy.layers.spds import SPDS
 
 STAGE_NAMES = ("stem", "stage1", "stage2", "stage3", "head")
@@ -31,17 +37,21 @@ class SNNergy(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.modalities = config.active_modalities
         d1, d2, d3 = config.stage_dims
         in_channels = {"audio": config.audio_channels, "video": config.video_channels}
-        self.stem = nn.ModuleDict({m: SPDS(in_channels[m], d1, config.stem_reduction, config.neuron) for m in MODALITIES})
+        self.stem = nn.ModuleDict({m: SPDS(in_channels[m], d1, config.stem_reduction, config.neuron) for m in self.modalities})
         self.down = nn.ModuleList(
-            nn.ModuleDict({m: SPDS(c_in, c_out, 2, config.neuron) for m in MODALITIES}) for c_in, c_out in ((d1, d2), (d2, d3))
+            nn.ModuleDict({m: SPDS(c_in, c_out, 2, config.neuron) for m in self.modalities}) for c_in, c_out in ((d1, d2), (d2, d3))
         )
         self.stages = nn.ModuleList(
             nn.ModuleList(CrossModalBlock(dim, kind, config) for _ in range(depth))
             for dim, kind, depth in zip(config.stage_dims, config.stage_attention, config.depths)
         )
-        self.head = nn.Linear(2 * d3, config.num_classes)
+        if config.fusion in ("cross", "concat"):
+            self.head = nn.Linear(len(self.modalities) * d3, config.num_classes)
+        else:
+            self.head = FUSION_HEADS[config.fusion](d3, config.num_classes)
 
     def expected_shape(self, modality: str, batch: int | str = "B") -> list[int | str]:
         channels = self.config.audio_channels if modality == "audio" else self.config.video_channels
@@ -68,20 +78,21 @@ class SNNergy(nn.Module):
             )
         self._validate(audio, video)
         functional.reset_net(self)
-        x = {"audio": audio.transpose(0, 1), "video": video.transpose(0, 1)}
-        x = {m: self.stem[m](x[m]) for m in MODALITIES}
+        inputs = {"audio": audio.transpose(0, 1), "video": video.transpose(0, 1)}
+        x = {m: self.stem[m](inputs[m]) for m in self.modalities}  # a single-modality model ignores the other input
         outputs: dict[str, dict[str, Tensor]] = {"stem": dict(x)}
         for index, blocks in enumerate(self.stages):
             if index > 0:
-                x = {m: self.down[index - 1][m](x[m]) for m in MODALITIES}
-            grid = tuple(x["audio"].shape[3:])
-            a, v = x["audio"].flatten(3), x["video"].flatten(3)
+                x = {m: self.down[index - 1][m](x[m]) for m in self.modalities}
+            grid = tuple(x[self.modalities[0]].shape[3:])
+            streams = [x[m].flatten(3) if m in x else None for m in MODALITIES]
             for block in blocks:
-                a, v = block(a, v)
-            x = {"audio": a.unflatten(3, grid), "video": v.unflatten(3, grid)}
+                streams = block(*streams)
+            x = {m: s.unflatten(3, grid) for m, s in zip(MODALITIES, streams) if s is not None}
             outputs[f"stage{index + 1}"] = dict(x)
-        pooled = torch.cat([x[m].flatten(3).mean(dim=3) for m in MODALITIES], dim=2)  # [T,B,2C]
-        outputs["head"] = {"logits": self.head(pooled).mean(dim=0)}
+        pooled = [x[m].flatten(3).mean(dim=3) for m in self.modalities]  # [T,B,C] each
+        per_step = self.head(torch.cat(pooled, dim=2)) if isinstance(self.head, nn.Linear) else self.head(*pooled)
+        outputs["head"] = {"logits": per_step.mean(dim=0)}
         return outputs
 
     def forward(self, audio: Tensor, video: Tensor) -> Tensor:

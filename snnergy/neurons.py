@@ -9,6 +9,7 @@ per-role difference is the threshold: attention-mask neurons use their own (pape
 from __future__ import annotations
 
 from spikingjelly.activation_based import neuron, surrogate
+from torch import nn
 
 from snnergy.config import NeuronConfig
 
@@ -19,8 +20,14 @@ def _surrogate(config: NeuronConfig) -> surrogate.SurrogateFunctionBase:
     raise ValueError(f"unsupported surrogate {config.surrogate!r}")
 
 
-def make_lif(config: NeuronConfig, v_threshold: float | None = None) -> neuron.LIFNode:
-    """A multi-step LIF layer; ``v_threshold`` overrides the config's (attention masks)."""
+def make_lif(config: NeuronConfig, v_threshold: float | None = None) -> neuron.LIFNode | nn.ReLU:
+    """A multi-step LIF layer; ``v_threshold`` overrides the config's (attention masks).
+
+    With ``config.spiking`` off it is a ReLU (the ANN counterpart keeps every layer and
+    replaces only the neuron).
+    """
+    if not config.spiking:
+        return nn.ReLU()
     return neuron.LIFNode(
         tau=config.tau,
         decay_input=config.decay_input,

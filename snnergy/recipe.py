@@ -9,10 +9,8 @@ text lost those numbers and a 2-core CPU preset needs different ones.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from importlib import resources
 from typing import Any
 
-import yaml
 
 from snnergy.devices import DEVICES
 
@@ -60,6 +58,7 @@ class TrainConfig:
 
 def load_train_preset(name: str, **overrides: Any) -> TrainConfig:
     """The ``train:`` section of ``snnergy/presets/<name>.yaml`` (paper defaults if absent)."""
-    text = resources.files("snnergy.presets").joinpath(f"{name}.yaml").read_text()
-    section = (yaml.safe_load(text) or {}).get("train", {})
+    from snnergy.config import preset_data
+
+    section = preset_data(name).get("train", {})
     return TrainConfig.from_dict(section).with_overrides(**overrides)

@@ -41,27 +41,36 @@ class CrossModalBlock(nn.Module):
     """One bidirectional fusion block of kind ``cmqka`` or ``ssa`` on ``[T,B,C,N]`` streams.
 
     CMQKA's residual weight ``alpha`` is a learnable scalar per direction (init
-    ``alpha_init``, 1.5 in the paper); SSA uses the plain Spikformer residual (weight 1).
+    ``alpha_init``, 1.5 in the paper); SSA's is the fixed ``ssa_residual`` (1: Spikformer;
+    1.5: S-CMRL). A late-fusion baseline (``fusion`` other than ``cross``) runs the same
+    block within each modality: the key stream is the query's own.
     """
 
     def __init__(self, dim: int, kind: str, config: ModelConfig):
         super().__init__()
         attention = {"cmqka": CMQKAttention, "ssa": CrossModalSSA}[kind]
         self.kind = kind
-        self.attn = nn.ModuleDict({m: attention(dim, config) for m in MODALITIES})
-        self.mlp = nn.ModuleDict({m: SpikingMLP(dim, config) for m in MODALITIES})
+        self.cross = config.fusion == "cross"
+        self.modalities = config.active_modalities
+        self.ssa_residual = float(config.ssa_residual)
+        self.attn = nn.ModuleDict({m: attention(dim, config) for m in self.modalities})
+        self.mlp = nn.ModuleDict({m: SpikingMLP(dim, config) for m in self.modalities})
         if kind == "cmqka":
-            self.alpha = nn.ParameterDict({m: nn.Parameter(torch.tensor(float(config.alpha_init))) for m in MODALITIES})
+            self.alpha = nn.ParameterDict({m: nn.Parameter(torch.tensor(float(config.alpha_init))) for m in self.modalities})
         else:
             self.alpha = None
 
     def residual_weight(self, modality: str) -> Tensor | float:
-        return 1.0 if self.alpha is None else self.alpha[modality]
+        return self.ssa_residual if self.alpha is None else self.alpha[modality]
 
-    def forward(self, audio: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
+    def key_modality(self, modality: str) -> str:
+        """Whose stream gives the keys: the other modality's in a cross-modal block."""
+        return ("video" if modality == "audio" else "audio") if self.cross else modality
+
+    def forward(self, audio: Tensor | None, video: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         streams = {"audio": audio, "video": video}
-        outputs = {}
-        for m, other in (("audio", "video"), ("video", "audio")):
-            y = streams[m] + self.residual_weight(m) * self.attn[m](streams[m], streams[other])
+        outputs = {"audio": None, "video": None}
+        for m in self.modalities:
+            y = streams[m] + self.residual_weight(m) * self.attn[m](streams[m], streams[self.key_modality(m)])
             outputs[m] = y + self.mlp[m](y)
         return outputs["audio"], outputs["video"]
