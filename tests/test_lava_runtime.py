@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures_models import make_lively
+
 from energy.accounting import account, description_from_dict, description_to_dict, rename_populations
 from energy.torch_probe import describe_model
 from export.lava_package import write_lava_package
@@ -31,14 +33,7 @@ MICRO = dict(image_size=16, embed_dim=16, time_steps=2, num_classes=10)
 
 def lively_model(seed: int = 4):
     """A random model whose BN affine parameters make every population fire."""
-    model = build_model(load_preset("tiny", **MICRO), seed=seed).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                module.bias.copy_(torch.rand(module.bias.shape, generator=generator) * 2.5)
-                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
-    return model
+    return make_lively(build_model(load_preset("tiny", **MICRO), seed=seed))
 
 
 @pytest.fixture(scope="module")
