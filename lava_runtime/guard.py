@@ -44,16 +44,24 @@ def group_memory() -> tuple[int, int]:
     PSS shares each page among the processes mapping it, so forked copies of the libraries
     and Lava's shared channels count once in the sum.
     """
-    pgid, total, count = os.getpgid(0), 0, 0
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(stat) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5: pgrp
-                    continue
-            with open(stat[: -len("stat")] + "smaps_rollup") as f:
+    total, count = 0, 0
+    for proc_dir in _group_proc_dirs(os.getpgid(0)):
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            with open(proc_dir + "smaps_rollup") as f:
                 total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
             count += 1
     return total, count
+
+
+def _group_proc_dirs(pgid: int) -> list[str]:
+    """``/proc/<pid>/`` of every process in group ``pgid``."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(stat) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:  # field 5: pgrp
+                    found.append(stat[: -len("stat")])
+    return found
 
 
 def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
@@ -98,11 +106,8 @@ def _reap(proc: mp.process.BaseProcess, grace: float) -> None:
 def _shm_segments_of_group(pgid: int) -> set[str]:
     """``/dev/shm`` files mapped by any process of group ``pgid`` (Linux /proc)."""
     segments: set[str] = set()
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(stat) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5: pgrp
-                    continue
-            with open(stat[: -len("stat")] + "maps") as f:
+    for proc_dir in _group_proc_dirs(pgid):
+        with contextlib.suppress(OSError, IndexError):
+            with open(proc_dir + "maps") as f:
                 segments.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
     return segments
