@@ -12,7 +12,7 @@ import math
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,6 @@ class SimulationResult:
     run_seconds: float
     memory_mib: float = 0.0  # PSS of the whole Lava process group at the end of the run (guard.group_memory)
     os_processes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -85,11 +84,11 @@ def _origin(plan: NetworkPlan, name: str) -> ProcessPlan:
 class _Builder:
     """Creates the Lava processes of a plan (runs inside the Lava child)."""
 
-    def __init__(self, package: Package, plan: NetworkPlan, mode: str, lanes: int, workdir: Path):
+    def __init__(self, package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path):
         import torch
 
         self.torch = torch
-        self.package, self.plan, self.mode, self.lanes, self.workdir = package, plan, mode, lanes, workdir
+        self.package, self.plan, self.mode, self.lanes, self.steps, self.workdir = package, plan, mode, lanes, steps, workdir
         self.graph, self.dt = package.graph, float(package.manifest["dt"])
         self.procs: dict[str, Any] = {}
 
@@ -222,8 +221,6 @@ class _Builder:
                 port_name = ports[plan.kind][index] if plan.kind in ports else (f"in{index}" if plan.kind == "lif" else "s_in")
                 out.connect(getattr(proc, port_name))
 
-    steps = 0
-
 
 def _frac_bits() -> int:
     from lava_runtime.models import FRAC_BITS
@@ -239,8 +236,7 @@ def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, st
     from lava_runtime.models import MODELS
 
     started = time.perf_counter()
-    builder = _Builder(package, plan, mode, lanes, workdir)
-    builder.steps = steps
+    builder = _Builder(package, plan, mode, lanes, steps, workdir)
     builder.build()
     anchor = builder.procs[plan.output]
     # keyed by process instance (as Lava's compiler looks them up): no search of model directories
