@@ -154,7 +154,9 @@ class _Builder:
             self.analytic(f"{base}.fusion_product", stage, "fusion_product", modality, size, reads=product)
             self.synaptic(f"{base}.out_proj", stage, modality, None, reads="fused features (real-valued)")
         else:
-            self.synaptic(f"{base}.out_proj", stage, modality, features)
+            # mean_N(F_s) or mean_T(F_t) alone: one accumulate per feature spike, then W_o reads real values
+            self.analytic(f"{base}.fusion_sum", stage, "fusion_sum", modality, size, LayerInput((features[0],), 1.0, size))
+            self.synaptic(f"{base}.out_proj", stage, modality, None, reads="pooled features (real-valued)")
         return self.population(f"{base}.out_lif", stage, "attn_out", modality, block=block)
 
     def ssa(self, base: str, stage: str, modality: str, block: int, query: list[str], key: list[str]) -> str:

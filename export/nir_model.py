@@ -137,8 +137,10 @@ class GraphBuilder:
             spatial = self.add(f"{prefix}.fusion.spatial_mean", extension("token_mean", shape), features["spatial"])
             temporal = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
             fused = self.add(f"{prefix}.fusion.product", extension("product", shape, operands=[spatial, temporal]), spatial, temporal)
-        else:
-            (fused,) = features.values()
+        else:  # a single pathway keeps its pooling (snnergy.layers.cmqka)
+            ((pathway, feature),) = features.items()
+            op, label = ("token_mean", "spatial_mean") if pathway == "spatial" else ("time_mean", "temporal_mean")
+            fused = self.add(f"{prefix}.fusion.{label}", extension(op, shape), feature)
         out = self.conv_from(attn.out_proj, [(fused, 1.0)], shape, f"{prefix}.out_proj")[0]
         return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
 

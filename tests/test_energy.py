@@ -263,5 +263,7 @@ def test_every_layout_is_described_and_counted(overrides):
         q = next(p for p in result.populations if p.name == "stages.2.0.attn.audio.q_lif")
         assert qk.sops == pytest.approx(q.spikes * model.config.stage_tokens[2])
     else:
-        assert "fusion_product" not in kinds  # spatial-only: W_o reads the AND spikes directly
-        assert layer(result, "stages.0.0.attn.audio.out_proj").sources == ("stages.0.0.attn.audio.spatial_features",)
+        assert "fusion_product" not in kinds  # spatial-only: one factor, no product
+        pooled = layer(result, "stages.0.0.attn.audio.fusion_sum")  # mean_N accumulates the AND spikes
+        assert pooled.sources == ("stages.0.0.attn.audio.spatial_features",)
+        assert layer(result, "stages.0.0.attn.audio.out_proj").macs > 0  # W_o reads the real-valued mean

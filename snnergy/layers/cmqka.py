@@ -21,7 +21,10 @@ tensors ``[T, B, C, N]`` split into ``H`` heads of ``C/H`` channels:
 * output: ``P = SN(BN(W_o fused))`` - the post-linear layer of Q-K attention - spikes.
 
 Every step is O(N C) or O(N C^2) (the projections); no N x N tensor exists. The
-ablations ``spatial`` / ``temporal`` feed ``F_s`` / ``F_t`` alone to ``W_o``.
+ablations ``spatial`` / ``temporal`` keep one factor of the fusion, pooled as in it:
+``mean_N(F_s)`` broadcast over tokens, or ``mean_T(F_t)`` broadcast over time. (Feeding
+``F_s`` or ``F_t`` un-pooled to ``W_o`` would make the two ablations the same function:
+the pathways differ only in their weights and in this pooling.)
 """
 
 from __future__ import annotations
@@ -81,9 +84,11 @@ class CMQKAttention(nn.Module):
 
     def forward(self, x_query: Tensor, x_key: Tensor) -> Tensor:
         if self.pathways == "spatial":
-            fused = self.spatial_features(x_query, x_key)
+            f_s = self.spatial_features(x_query, x_key)
+            fused = f_s.mean(dim=3, keepdim=True).expand_as(f_s)  # each timestep's token average
         elif self.pathways == "temporal":
-            fused = self.temporal_features(x_query, x_key)
+            f_t = self.temporal_features(x_query, x_key)
+            fused = f_t.mean(dim=0, keepdim=True).expand_as(f_t)  # each token's time average
         else:
             f_s = self.spatial_features(x_query, x_key).mean(dim=3)  # [T,B,C]
             f_t = self.temporal_features(x_query, x_key).mean(dim=0)  # [B,C,N]
