@@ -149,12 +149,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         marker = {"model": "o", "ablation": "s"}[r["group"]]
         color = "tab:red" if r["name"].startswith("SNNergy") else ("tab:gray" if r["type"] == "ANN" else "tab:blue")
-        ax.scatter(r["energy_uj"], 100 * r["accuracy_mean"], marker=marker, color=color)
+        spread = 100 * r["accuracy_std"] if r["accuracy_std"] else None
+        ax.errorbar(r["energy_uj"], 100 * r["accuracy_mean"], yerr=spread, fmt=marker, color=color, capsize=3)
         ax.annotate(r["name"], (r["energy_uj"], 100 * r["accuracy_mean"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("energy per inference (uJ, 45 nm, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs energy (circles: methods, squares: SNNergy ablations)")
+    ax.set_title("Accuracy vs energy (circles: methods, squares: SNNergy ablations; bars: std over seeds)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
