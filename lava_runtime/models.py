@@ -83,6 +83,20 @@ class _Base(PyLoihiProcessModel):
         torch.set_num_threads(1)  # one OS process per Lava process already
 
 
+class _FloatIO:
+    """Ports of a one-input floating-point model: any numbers in, float32 out."""
+
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
+
+
+class _FixedIO:
+    """Ports of a one-input fixed-point model: 24-bit integers in and out."""
+
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+
 # -- input ---------------------------------------------------------------------------------
 class _FrameSourceBase(_Base):
     _frames = None
@@ -105,9 +119,8 @@ class PyFrameSourceFixed(_FrameSourceBase):
 
 # -- synapses (the readout's; floating point in both modes) --------------------------------
 @_model(Synapses, "floating_pt")
-class PySynapses(_Base):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
+class PySynapses(_FloatIO, _Base):
+    pass
 
     def run_spk(self) -> None:
         self.a_out.send(apply_ops(self.proc_params["ops"], self.s_in.recv(), torch.float32))
@@ -120,18 +133,16 @@ class _Unary(_Base):
 
 
 @_model(TokenMean, "floating_pt")
-class PyTokenMeanFloat(_Unary):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
+class PyTokenMeanFloat(_FloatIO, _Unary):
+    pass
 
     def compute(self, x: np.ndarray) -> np.ndarray:
         return np.broadcast_to(x.astype(np.float32).mean(axis=(-2, -1), keepdims=True), x.shape)
 
 
 @_model(TokenMean, "fixed_pt")
-class PyTokenMeanFixed(_Unary):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+class PyTokenMeanFixed(_FixedIO, _Unary):
+    pass
 
     def compute(self, x: np.ndarray) -> np.ndarray:
         tokens = x.shape[-1] * x.shape[-2]
@@ -163,15 +174,13 @@ class _TimeMeanBase(_Base):
 
 
 @_model(TimeMean, "floating_pt")
-class PyTimeMeanFloat(_TimeMeanBase):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
+class PyTimeMeanFloat(_FloatIO, _TimeMeanBase):
+    pass
 
 
 @_model(TimeMean, "fixed_pt")
-class PyTimeMeanFixed(_TimeMeanBase):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+class PyTimeMeanFixed(_FixedIO, _TimeMeanBase):
+    pass
 
     def finish(self, total: np.ndarray) -> np.ndarray:  # binary frames in, FRAC_BITS out
         return (total.astype(np.int64) * ONE + self.window // 2) // self.window
@@ -259,15 +268,13 @@ class _DelayBase(_Base):
 
 
 @_model(Delay, "floating_pt")
-class PyDelayFloat(_DelayBase):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.float32)
+class PyDelayFloat(_FloatIO, _DelayBase):
+    pass
 
 
 @_model(Delay, "fixed_pt")
-class PyDelayFixed(_DelayBase):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+class PyDelayFixed(_FixedIO, _DelayBase):
+    pass
 
 
 # -- neuron cores: Lava's own LIF dynamics, fed by their dendritic synapses ----------------
