@@ -34,7 +34,7 @@ from lava_runtime.processes import (
     TokenMean,
 )
 
-FRAC_BITS = 8
+FRAC_BITS = 12
 ONE = 1 << FRAC_BITS
 
 
