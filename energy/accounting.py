@@ -57,6 +57,7 @@ class LayerInput:
     sources: tuple[str, ...]
     fan_out: float
     positions: int
+    delay: int = 0  # steps before a spike arrives (a causal tap); spikes arriving after the window are never delivered
 
 
 @dataclass(frozen=True)
@@ -233,12 +234,12 @@ def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
     for layer_input in layer.inputs:
         positions += layer_input.positions
         for source in layer_input.sources:
-            per_step = counts.counts[source]
-            arriving += sum(per_step)
+            delivered = counts.counts[source][: t - layer_input.delay]  # those that arrive within the window
+            arriving += sum(delivered)
             sources.append(source)
             fan_outs.append(layer_input.fan_out)
-            for step, spikes in enumerate(per_step):
-                sops_per_step[step] += spikes * layer_input.fan_out
+            for step, spikes in enumerate(delivered):
+                sops_per_step[step + layer_input.delay] += spikes * layer_input.fan_out
     sops_per_step = tuple(s / samples for s in sops_per_step)
     arriving /= samples
     rate = arriving / (positions * t) if positions else 0.0
@@ -297,7 +298,7 @@ def description_from_dict(data: dict) -> NetworkDescription:
     """Inverse of ``description_to_dict``; validates like the constructor."""
     populations = tuple(Population(**{**p, "computed_from": tuple(p["computed_from"])}) for p in data["populations"])
     layers = tuple(
-        SynapticLayer(**{**layer, "inputs": tuple(LayerInput(tuple(i["sources"]), i["fan_out"], i["positions"]) for i in layer["inputs"])})
+        SynapticLayer(**{**layer, "inputs": tuple(LayerInput(tuple(i["sources"]), i["fan_out"], i["positions"], int(i.get("delay", 0))) for i in layer["inputs"])})
         for layer in data["layers"]
     )
     return NetworkDescription(

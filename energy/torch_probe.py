@@ -84,9 +84,12 @@ class _Builder:
         if sources is None:
             self.layers.append(SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads))
         else:
-            positions = _size(in_shape)
-            layer_input = LayerInput(tuple(sources), dense / positions, positions)
-            self.layers.append(SynapticLayer(name, stage, kind, dense, (layer_input,), modality=modality))
+            # a projection with causal taps reads its input once per tap, tap d delayed by d steps
+            taps = getattr(self.modules[name], "taps", 1)
+            positions = _size(in_shape) // taps
+            fan_out = dense / taps / positions
+            inputs = tuple(LayerInput(tuple(sources), fan_out, positions, delay) for delay in range(taps))
+            self.layers.append(SynapticLayer(name, stage, kind, dense, inputs, modality=modality))
 
     def analytic(self, name: str, stage: str, kind: str, modality: str, dense: int, *inputs: LayerInput, reads: str = "") -> None:
         if inputs:

@@ -70,9 +70,16 @@ def fold_conv_bn(block: ConvBN2d | TokenProjection) -> tuple[np.ndarray, np.ndar
     return weight.double().numpy().astype(np.float32), bias.double().numpy().astype(np.float32)
 
 
-def conv_node(block: ConvBN2d | TokenProjection, input_shape: tuple[int, int, int]) -> tuple[nir.Conv2d, tuple[int, int, int]]:
-    """A NIR Conv2d (BN folded) for a ``[C, H, W]`` input; returns it with its output shape."""
+def conv_node(block: ConvBN2d | TokenProjection, input_shape: tuple[int, int, int], tap: int = 0) -> tuple[nir.Conv2d, tuple[int, int, int]]:
+    """A NIR Conv2d (BN folded) for a ``[C, H, W]`` input; returns it with its output shape.
+
+    For a projection with several causal taps, ``tap`` selects the weights of the input
+    ``tap`` steps back (``TokenProjection.tap_weight``); the caller delays its input."""
     weight, bias = fold_conv_bn(block)
+    taps = getattr(block, "taps", 1)
+    if taps > 1:
+        channels = weight.shape[1] // taps
+        weight = np.ascontiguousarray(weight[:, tap * channels : (tap + 1) * channels])
     conv = block.conv
     kernel, stride, padding, dilation = (_pair(v[0] if len(v) == 1 else v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
     node = nir.Conv2d(

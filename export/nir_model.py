@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import nir
 import numpy as np
+import torch
 from spikingjelly.activation_based import layer, neuron
 
 from export.nir_graph import (
@@ -67,6 +68,7 @@ def extension(op: str, shape: tuple[int, ...], **metadata) -> nir.NIRGraph:
 
 @dataclass
 class GraphBuilder:
+    dt: float = DT
     nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
 
@@ -78,17 +80,24 @@ class GraphBuilder:
         return name
 
     def conv_from(self, block: ConvBN2d | TokenProjection, stream: Stream, shape: Shape, name: str) -> tuple[list[str], Shape]:
-        """The layer reading ``stream``: one conv node per distinct scale of its sources."""
+        """The layer reading ``stream``: one conv node per distinct scale of its sources and,
+        for a projection with ``taps`` > 1, per tap; tap ``d`` reads each source through a
+        NIR ``Delay`` of ``d`` steps (zero before the first step, as the model's causal taps)."""
         names, out_shape = [], shape
-        for index, scale in enumerate(dict.fromkeys(s for _, s in stream)):
-            node, out_shape = conv_node(block, shape)
-            if scale != 1.0:
-                node.weight = (node.weight * np.float32(scale)).astype(np.float32)
-            if index > 0:
-                node.bias = np.zeros_like(node.bias)
-            node_name = name if index == 0 else f"{name}@scale{index}"
-            self.add(node_name, node, *(source for source, s in stream if s == scale))
-            names.append(node_name)
+        for tap in range(getattr(block, "taps", 1)):
+            for index, scale in enumerate(dict.fromkeys(s for _, s in stream)):
+                node, out_shape = conv_node(block, shape, tap)
+                if scale != 1.0:
+                    node.weight = (node.weight * np.float32(scale)).astype(np.float32)
+                if index > 0 or tap > 0:
+                    node.bias = np.zeros_like(node.bias)
+                node_name = name + (f"@tap{tap}" if tap else "") + (f"@scale{index}" if index else "")
+                sources = [source for source, s in stream if s == scale]
+                if tap:
+                    delay = np.full(shape, tap * self.dt, dtype=np.float32)
+                    sources = [self.add(f"{node_name}.delay{i}", nir.Delay(delay=delay), source) for i, source in enumerate(sources)]
+                self.add(node_name, node, *sources)
+                names.append(node_name)
         return names, out_shape
 
     def lif(self, name: str, module: neuron.LIFNode, shape: tuple[int, ...], sources: list[str]) -> str:
@@ -136,19 +145,20 @@ class GraphBuilder:
         if len(features) == 2:
             spatial = self.add(f"{prefix}.fusion.spatial_mean", extension("token_mean", shape), features["spatial"])
             temporal = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
-            fused = self.add(f"{prefix}.fusion.product", extension("product", shape, operands=[spatial, temporal]), spatial, temporal)
-        else:  # a single pathway keeps its pooling (snnergy.layers.cmqka)
+            product = extension("product", shape, operands=[spatial, temporal], scale=attn.fusion.scale)
+            fused, gain = self.add(f"{prefix}.fusion.product", product, spatial, temporal), 1.0
+        else:  # a single pathway keeps its pooling (snnergy.layers.cmqka); the gain folds into W_o
             ((pathway, feature),) = features.items()
             op, label = ("token_mean", "spatial_mean") if pathway == "spatial" else ("time_mean", "temporal_mean")
-            fused = self.add(f"{prefix}.fusion.{label}", extension(op, shape), feature)
-        out = self.conv_from(attn.out_proj, [(fused, 1.0)], shape, f"{prefix}.out_proj")[0]
+            fused, gain = self.add(f"{prefix}.fusion.{label}", extension(op, shape), feature), attn.fusion.scale
+        out = self.conv_from(attn.out_proj, [(fused, gain)], shape, f"{prefix}.out_proj")[0]
         return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
 
     def ssa(self, attn: CrossModalSSA, query: Stream, key: Stream, shape: Shape, prefix: str) -> str:
         q = self.lif(f"{prefix}.q_lif", attn.q_lif, shape, self.conv_from(attn.q_proj, query, shape, f"{prefix}.q_proj")[0])
         k = self.lif(f"{prefix}.k_lif", attn.k_lif, shape, self.conv_from(attn.k_proj, key, shape, f"{prefix}.k_proj")[0])
         v = self.lif(f"{prefix}.v_lif", attn.v_lif, shape, self.conv_from(attn.v_proj, key, shape, f"{prefix}.v_proj")[0])
-        product = extension("ssa_attention", shape, operands=[q, k, v], heads=attn.num_heads, scale=attn.scale)
+        product = extension("ssa_attention", shape, operands=[q, k, v], heads=attn.num_heads, scale=float(torch.as_tensor(attn.scale).detach()))
         attended = self.add(f"{prefix}.attention", product, q, k, v)
         self.lif(f"{prefix}.attn_lif", attn.attn_lif, shape, [attended])
         out = self.conv_from(attn.out_proj, [(f"{prefix}.attn_lif", 1.0)], shape, f"{prefix}.out_proj")[0]
@@ -197,7 +207,7 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
             f"NIR / Lava export covers the SNNergy architecture; preset {config.preset!r} is a baseline "
             f"(fusion={config.fusion}, modalities={config.modalities}, spiking={config.neuron.spiking})"
         )
-    builder = GraphBuilder()
+    builder = GraphBuilder(dt=dt)
     size = config.image_size
     streams, shapes = {}, {}
     channels = {"audio": config.audio_channels, "video": config.video_channels}

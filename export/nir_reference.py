@@ -67,6 +67,22 @@ def _synaptic(node: nir.NIRNode, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"no reference semantics for NIR node type {type(node).__name__}")
 
 
+def delay_steps(node: nir.Delay, dt: float) -> int:
+    """A NIR ``Delay`` in whole timesteps (SNNergy writes one delay for all its neurons)."""
+    steps = np.unique(np.round(np.asarray(node.delay, dtype=np.float64) / dt).astype(int))
+    if len(steps) != 1 or steps[0] < 0:
+        raise ValueError(f"Delay node with delays {steps.tolist()} steps: one non-negative delay per node expected")
+    return int(steps[0])
+
+
+def _delay(node: nir.Delay, x: torch.Tensor, dt: float) -> torch.Tensor:
+    """``y[t] = x[t - d]``, zero for the first ``d`` steps of the sequence (causal, per sample)."""
+    steps = delay_steps(node, dt)
+    if steps == 0:
+        return x
+    return torch.cat([torch.zeros_like(x[:steps]), x[:-steps]])
+
+
 def _lif(node: nir.LIF, x: torch.Tensor, dt: float) -> torch.Tensor:
     neuron, state, spikes = NIRLIF(node, dt), None, []
     for frame in x:
@@ -94,7 +110,7 @@ def _extension(node: nir.NIRGraph, name: str, sources: dict[str, torch.Tensor]) 
         (x,) = operands
         return x.mean(dim=0, keepdim=True).expand_as(x)
     if op == "product":
-        return operands[0] * operands[1]
+        return operands[0] * float(node.metadata.get("scale", 1.0)) * operands[1]
     if op == "ssa_attention":
         return _ssa(*operands, int(node.metadata["heads"]), float(node.metadata["scale"]))
     raise ValueError(f"node {name!r}: unknown extension operation {op!r}")
@@ -122,6 +138,8 @@ def run_graph(graph: nir.NIRGraph, inputs: dict[str, torch.Tensor]) -> dict[str,
                 values[name] = x
             elif isinstance(node, nir.LIF):
                 values[name] = _lif(node, x, dt)
+            elif isinstance(node, nir.Delay):
+                values[name] = _delay(node, x, dt)
             else:
                 values[name] = _synaptic(node, x)
     return values

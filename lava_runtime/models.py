@@ -205,7 +205,7 @@ class PyProductFloat(_Base):
 
     def run_spk(self) -> None:
         a, b = np.asarray(self.a_in.recv(), np.float32), np.asarray(self.b_in.recv(), np.float32)
-        self.a_out.send(a * b)
+        self.a_out.send(a * np.float32(self.proc_params["scale"]) * b)
 
 
 @_model(Product, "fixed_pt")
@@ -215,8 +215,9 @@ class PyProductFixed(_Base):
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 
     def run_spk(self) -> None:
-        a, b = np.asarray(self.a_in.recv(), np.int64), np.asarray(self.b_in.recv(), np.int64)
-        self.a_out.send(((a * b + ONE // 2) >> FRAC_BITS).astype(np.int32))
+        a, b = np.asarray(self.a_in.recv(), np.float64), np.asarray(self.b_in.recv(), np.float64)
+        product = np.floor(a * b * self.proc_params["scale"] / ONE + 0.5)  # round half up; exact for operands in [0, 1]
+        self.a_out.send(np.clip(product, -(2**23), 2**23 - 1).astype(np.int32))
 
 
 def ssa_values(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
@@ -301,8 +302,10 @@ class _CoreMixin:
         total, port = None, 0
         for group in self.proc_params["inputs"]:
             summed = None
-            for delay in group["delays"]:
-                x = self._port(port, delay)
+            for delay, shift in zip(group["delays"], group["shifts"]):
+                x = self._port(port, delay + shift)
+                if shift and (self.time_step - self.reset_offset) % self.reset_interval < shift:
+                    x = np.zeros_like(x)  # a causal tap reads nothing from before its sample's first frame
                 summed = x if summed is None else summed + x
                 port += 1
             current = apply_ops(group["ops"], summed, self.synapse_dtype)

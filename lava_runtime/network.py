@@ -151,7 +151,7 @@ class _Builder:
                 proc = P.Readout(shape=shape, time_steps=self.plan.time_steps, input_latency=plan.params["input_latency"],
                                  record_path=str(self.workdir / "readout.npy"), name=plan.name)  # fmt: skip
             elif kind == "product":
-                proc = P.Product(shape=shape, name=plan.name)
+                proc = P.Product(shape=shape, scale=float(self.graph.nodes[plan.name].metadata.get("scale", 1.0)), name=plan.name)
             elif kind == "ssa_attention":
                 node = self.graph.nodes[plan.name]
                 proc = P.SSAAttention(shape=shape, heads=int(node.metadata["heads"]), scale=float(node.metadata["scale"]), name=plan.name)
@@ -184,7 +184,7 @@ class _Builder:
             ops = [op for name in group["nodes"] for op in self._op(name, plan.name)]
             last = group["nodes"][-1] if group["nodes"] else None
             ops += self._into_neuron(plan.name, _origin(self.plan, group["sources"][0]).kind, last)
-            inputs.append({"ops": ops, "delays": group["delays"]})
+            inputs.append({"ops": ops, "delays": group["delays"], "shifts": group["shifts"]})
         in_shapes = [(self.lanes, *self.plan.processes[source].shape) for source in plan.sources]
         common = dict(shape=shape, in_shapes=in_shapes, inputs=inputs, reset_interval=self.plan.time_steps,
                       reset_offset=(1 + plan.latency) % self.plan.time_steps, record_path=str(record), name=plan.name)  # fmt: skip

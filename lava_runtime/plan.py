@@ -35,7 +35,8 @@ import nir
 import numpy as np
 import torch
 
-from export.nir_reference import run_graph, topological_order
+from export.nir_graph import DT
+from export.nir_reference import delay_steps, run_graph, topological_order
 
 SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)
 
@@ -45,7 +46,7 @@ class ProcessPlan:
     """One Lava process: what it runs, its per-sample output shape and its output latency."""
 
     name: str
-    kind: str  # input | synapses | lif | token_mean | time_mean | product | ssa_attention | delay | readout
+    kind: str  # input | synapses | lif | token_mean | time_mean | product | ssa_attention | delay | shift | readout
     shape: tuple[int, ...]
     latency: int
     sources: list[str] = field(default_factory=list)  # process names, in operand order
@@ -113,13 +114,16 @@ def build_plan(graph: nir.NIRGraph, time_steps: int) -> NetworkPlan:
             kind = "synapses"
         elif isinstance(node, nir.LIF):
             kind = "lif"
+        elif isinstance(node, nir.Delay):
+            kind = "shift"  # a causal tap: delayed within each sample's window (the model's zero history)
         elif isinstance(node, nir.NIRGraph) and "snnergy_op" in node.metadata:
             kind = node.metadata["snnergy_op"]
             if "operands" in node.metadata:
                 node_sources = [_decode(n) for n in node.metadata["operands"]]
         else:
             raise ValueError(f"node {name!r}: no Lava mapping for {type(node).__name__}")
-        processes[name] = ProcessPlan(name, kind, shapes[name], 0, [process_of[s] for s in node_sources], [name])
+        params = {"steps": delay_steps(node, float(graph.metadata.get("dt", DT)))} if kind == "shift" else {}
+        processes[name] = ProcessPlan(name, kind, shapes[name], 0, [process_of[s] for s in node_sources], [name], params)
         process_of[name] = name
 
     if not output:
@@ -145,29 +149,42 @@ def _fuse_into_neurons(processes: dict[str, ProcessPlan]) -> None:
             targets[source].append(plan.name)
     absorbed: set[str] = set()
 
-    def undelayed(name: str, consumer: str) -> tuple[str, int]:
-        """``name`` with a delay that only ``consumer`` reads looked through."""
+    def undelayed(name: str, consumer: str) -> tuple[str, int, int]:
+        """``name`` with the delays that only ``consumer`` reads looked through: the source,
+        its alignment delay (a plain stream delay) and its causal shift (within the window)."""
         process = processes[name]
-        if process.kind == "delay" and targets[name] == [consumer]:
+        if process.kind in ("delay", "shift") and targets[name] == [consumer]:
             absorbed.add(name)
-            return process.sources[0], process.params["steps"]
-        return name, 0
+            source, delay, shift = undelayed(process.sources[0], name)
+            steps = process.params["steps"]
+            return (source, delay + steps, shift) if process.kind == "delay" else (source, delay, shift + steps)
+        return name, 0, 0
 
     for plan in processes.values():
         if plan.kind != "lif":
             continue
         groups = []
         for port_source in plan.sources:
-            source, after = undelayed(port_source, plan.name)
+            source, after, shift = undelayed(port_source, plan.name)
             chain = processes[source]
             if chain.kind == "synapses" and len(targets[source]) == 1:
                 absorbed.add(source)
                 feeds = [undelayed(s, source) for s in chain.sources]
-                groups.append({"sources": [s for s, _ in feeds], "delays": [d + after for _, d in feeds], "nodes": list(chain.nodes)})
+                groups.append(
+                    {
+                        "sources": [s for s, _, _ in feeds],
+                        "delays": [d + after for _, d, _ in feeds],
+                        "shifts": [sh + shift for _, _, sh in feeds],
+                        "nodes": list(chain.nodes),
+                    }
+                )
             else:
-                groups.append({"sources": [source], "delays": [after], "nodes": []})
+                groups.append({"sources": [source], "delays": [after], "shifts": [shift], "nodes": []})
         plan.params["inputs"] = groups
         plan.sources = [s for group in groups for s in group["sources"]]
+    left = [name for name, p in processes.items() if p.kind == "shift" and name not in absorbed]
+    if left:
+        raise ValueError(f"causal delay nodes {left[:3]} do not feed one neuron's synapses only; the runtime cannot place them")
     for name in absorbed:
         del processes[name]
 

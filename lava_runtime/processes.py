@@ -71,10 +71,10 @@ class Readout(TimeMean):
 
 
 class Product(AbstractProcess):
-    """Element-wise product of two real-valued operands (CMQKA's fusion)."""
+    """``scale * a * b`` element-wise on two real-valued operands (CMQKA's fusion, Eq. 12)."""
 
-    def __init__(self, *, shape: tuple[int, ...], name: str | None = None):
-        super().__init__(shape=shape, name=name)
+    def __init__(self, *, shape: tuple[int, ...], scale: float = 1.0, name: str | None = None):
+        super().__init__(shape=shape, scale=scale, name=name)
         self.a_in = InPort(shape=shape)
         self.b_in = InPort(shape=shape)
         self.a_out = OutPort(shape=shape)

@@ -63,8 +63,11 @@ class ModelConfig:
     stem_reduction: int = 4
     attention: str = "hybrid"
     cmqka_pathways: str = "spatiotemporal"
+    cmqka_temporal_taps: int = 1  # causal taps over time of the temporal Q/K projections (snnergy.layers.cmqka)
+    cmqka_fusion_scale: float = 1.0  # fixed gain of the fused product before W_o (snnergy.layers.cmqka)
     alpha_init: float = 1.5
     ssa_scale: float = 0.125
+    ssa_scale_learnable: bool = False  # Eq. 5: "s is a learnable scaling factor"
     ssa_residual: float = 1.0  # weight of SSA's attention branch (S-CMRL: a fixed 1.5)
     fusion: str = "cross"
     modalities: str = "both"
@@ -102,6 +105,10 @@ class ModelConfig:
                 f"image_size {self.image_size} cannot be downsampled by the stem (x{self.stem_reduction}) and two "
                 f"stages (x2 each): it must be a multiple of {total_reduction}"
             )
+        if self.cmqka_temporal_taps < 1:
+            raise ValueError(f"cmqka_temporal_taps must be >= 1, got {self.cmqka_temporal_taps}")
+        if self.cmqka_fusion_scale <= 0:
+            raise ValueError(f"cmqka_fusion_scale must be positive, got {self.cmqka_fusion_scale}")
         if self.time_steps < 1:
             raise ValueError(f"time_steps must be >= 1, got {self.time_steps}")
 

@@ -3,28 +3,36 @@
 One direction (queries from modality ``q``, keys from the other modality ``k``), on token
 tensors ``[T, B, C, N]`` split into ``H`` heads of ``C/H`` channels:
 
-* spatial pathway: ``Q_s = SN(BN(W x_q))``, ``K_s = SN(BN(W x_k))``; a token mask per head
-  and timestep ``A_s = SN_attn(sum_{c in head} Q_s)`` (``[T, B, H, 1, N]``, binary);
-  ``F_s = A_s * K_s`` - a product of two binary tensors, i.e. a logical AND;
-* temporal pathway (time is the sequence axis, its own projections ``W_q^t``, ``W_k^t``):
-  ``A_t = SN_attn(sum_{c in head} Q_t)``, one binary mask per timestep (and token),
-  ``F_t = A_t * K_t``. Interpretation (the paper's text lost Eq. 10; SPEC asks us to state
-  ours): Eq. 10 is Eq. 7's channel aggregation applied to the temporal projections. The
-  permutation to a time-major layout does not change a per-token linear map, so the
-  pathways differ in their weights and in how the fusion pools them: ``F_s`` is averaged
-  over tokens (a temporal profile), ``F_t`` over time (a spatial map). We tried a coarser
-  reading - one gate per timestep from the token-averaged channel sum - and rejected it:
-  that gate is a near-constant that is silent at initialisation, and through the
-  multiplicative fusion it blocks every gradient of the attention branch;
-* fusion: ``mean_N(F_s)`` (``[T, B, C]``) times ``mean_T(F_t)`` (``[B, C, N]``), broadcast
-  to ``[T, B, C, N]`` (real-valued: the only non-spike product in the block);
+* spatial pathway (Eq. 6-8): ``Q_s = SN(BN(W x_q))``, ``K_s = SN(BN(W x_k))``; a token
+  mask per head and timestep ``A_s = SN_attn(sum_{c in head} Q_s)`` (``[T, B, H, 1, N]``,
+  binary); ``F_s = A_s * K_s`` - a product of two binary tensors, i.e. a logical AND;
+* temporal pathway (Eq. 9-11): the paper permutes the tokens to ``[N, T, D]`` - time as
+  the *sequence* axis - before its projections, then permutes back. A per-token linear
+  map is unchanged by that permutation, so the permutation only means something if the
+  projection acts along the sequence: ``Q_t``, ``K_t`` are causal convolutions over time,
+  ``Q_t[t] = SN(BN(sum_{d < taps} W_d x[t - d]))`` (``cmqka_temporal_taps``; tap ``d`` is a
+  synapse with a ``d``-step delay on hardware, so no future frame is needed). Each
+  timestep's mask ``A_t = SN_attn(sum_c Q_t)`` and feature ``F_t = A_t * K_t`` then depend
+  on how the query *and* the key streams evolved over the last ``taps`` steps ("which
+  temporal patterns in the audio stream are relevant to the temporal evolution of visual
+  content"), which the spatial pathway cannot express. With ``taps = 1`` the pathway is
+  the spatial one with other weights (the reading used before, kept as an ablation);
+* fusion (Eq. 12): ``mean_N(F_s)`` (``[T, B, C]``) times ``mean_T(F_t)`` (``[B, C, N]``),
+  broadcast to ``[T, B, C, N]``, times a fixed gain ``cmqka_fusion_scale``
+  (:class:`FactorFusion`). Why the gain: both factors are firing rates of AND units
+  (a few %), so the product is ~1e-3 and ``W_o`` of it has a variance near 1e-7, far
+  below BN's ``eps`` = 1e-5. BN after ``W_o`` then divides by ``sqrt(eps)`` instead of the
+  signal's spread, its output is its bias plus a signal ~100x too small, and training
+  switches ``out_lif`` off (docs/model.md has the measurements). BN is scale-invariant
+  otherwise, so one fixed gain that lifts the product clear of ``eps`` restores the
+  normalisation and changes nothing else; it is a constant of the product operation,
+  exported with it;
 * output: ``P = SN(BN(W_o fused))`` - the post-linear layer of Q-K attention - spikes.
 
-Every step is O(N C) or O(N C^2) (the projections); no N x N tensor exists. The
-ablations ``spatial`` / ``temporal`` keep one factor of the fusion, pooled as in it:
-``mean_N(F_s)`` broadcast over tokens, or ``mean_T(F_t)`` broadcast over time. (Feeding
-``F_s`` or ``F_t`` un-pooled to ``W_o`` would make the two ablations the same function:
-the pathways differ only in their weights and in this pooling.)
+Every step is O(N C) or O(taps N C^2) (the projections); no N x N tensor exists. The
+ablations ``spatial`` / ``temporal`` keep one factor of the fusion, pooled as in it
+(``mean_N(F_s)`` broadcast over tokens, or ``mean_T(F_t)`` broadcast over time), the
+other factor being the constant 1.
 """
 
 from __future__ import annotations
@@ -37,17 +45,33 @@ from snnergy.neurons import make_lif
 
 
 class SpikingQK(nn.Module):
-    """``SN(BN(W x))`` for the query and key of one pathway."""
+    """``SN(BN(W x))`` for the query and key of one pathway (``taps`` > 1: causal over time)."""
 
-    def __init__(self, dim: int, config: ModelConfig):
+    def __init__(self, dim: int, config: ModelConfig, taps: int = 1):
         super().__init__()
-        self.q_proj = TokenProjection(dim, dim)
+        self.q_proj = TokenProjection(dim, dim, taps)
         self.q_lif = make_lif(config.neuron)
-        self.k_proj = TokenProjection(dim, dim)
+        self.k_proj = TokenProjection(dim, dim, taps)
         self.k_lif = make_lif(config.neuron)
 
     def forward(self, x_query: Tensor, x_key: Tensor) -> tuple[Tensor, Tensor]:
         return self.q_lif(self.q_proj(x_query)), self.k_lif(self.k_proj(x_key))
+
+
+class FactorFusion(nn.Module):
+    """Eq. 12: ``scale * spatial * temporal`` of the pooled factors ``[T,B,C,1]`` and
+    ``[1,B,C,N]``, broadcast to ``[T,B,C,N]``.
+
+    A module of its own so that a test-time ablation can replace one factor (a forward
+    pre-hook) and a probe can read both, without code in the model for either.
+    """
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, spatial: Tensor, temporal: Tensor) -> Tensor:
+        return (spatial * self.scale) * temporal
 
 
 class CMQKAttention(nn.Module):
@@ -61,8 +85,9 @@ class CMQKAttention(nn.Module):
             self.spatial = SpikingQK(dim, config)
             self.spatial_attn_lif = make_lif(config.neuron, config.attn_threshold)
         if self.pathways in ("spatiotemporal", "temporal"):
-            self.temporal = SpikingQK(dim, config)
+            self.temporal = SpikingQK(dim, config, config.cmqka_temporal_taps)
             self.temporal_attn_lif = make_lif(config.neuron, config.attn_threshold)
+        self.fusion = FactorFusion(config.cmqka_fusion_scale)
         self.out_proj = TokenProjection(dim, dim)
         self.out_lif = make_lif(config.neuron)
 
@@ -77,20 +102,19 @@ class CMQKAttention(nn.Module):
         return (mask * self._heads(k)).flatten(2, 3)
 
     def temporal_features(self, x_query: Tensor, x_key: Tensor) -> Tensor:
-        """``F_t = SN_attn(sum_c Q_t) AND K_t`` as ``[T, B, C, N]``."""
+        """``F_t = SN_attn(sum_c Q_t) AND K_t`` as ``[T, B, C, N]`` (``Q_t``, ``K_t`` causal over time)."""
         q, k = self.temporal(x_query, x_key)
         mask = self.temporal_attn_lif(self._heads(q).sum(dim=3, keepdim=True))  # [T,B,H,1,N]
         return (mask * self._heads(k)).flatten(2, 3)
 
     def forward(self, x_query: Tensor, x_key: Tensor) -> Tensor:
+        steps, tokens = x_query.shape[0], x_query.shape[3]
+        if self.pathways in ("spatiotemporal", "spatial"):
+            spatial = self.spatial_features(x_query, x_key).mean(dim=3, keepdim=True)  # [T,B,C,1]
+        if self.pathways in ("spatiotemporal", "temporal"):
+            temporal = self.temporal_features(x_query, x_key).mean(dim=0, keepdim=True)  # [1,B,C,N]
         if self.pathways == "spatial":
-            f_s = self.spatial_features(x_query, x_key)
-            fused = f_s.mean(dim=3, keepdim=True).expand_as(f_s)  # each timestep's token average
+            temporal = spatial.new_ones((1, 1, 1, tokens))
         elif self.pathways == "temporal":
-            f_t = self.temporal_features(x_query, x_key)
-            fused = f_t.mean(dim=0, keepdim=True).expand_as(f_t)  # each token's time average
-        else:
-            f_s = self.spatial_features(x_query, x_key).mean(dim=3)  # [T,B,C]
-            f_t = self.temporal_features(x_query, x_key).mean(dim=0)  # [B,C,N]
-            fused = f_s.unsqueeze(-1) * f_t.unsqueeze(0)  # [T,B,C,N]
-        return self.out_lif(self.out_proj(fused))
+            spatial = temporal.new_ones((steps, 1, 1, 1))
+        return self.out_lif(self.out_proj(self.fusion(spatial, temporal)))

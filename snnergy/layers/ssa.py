@@ -4,10 +4,17 @@ Q from the query modality, K and V from the other, all spikes ``SN(BN(W x))``; p
 ``SN_attn(scale * (Q K^T) V)`` with no softmax, then ``P = SN(BN(W_o .))``. ``Q K^T`` is an
 N x N integer matrix (counts of coincident spikes): O(N^2 D), which is why SNNergy keeps
 it to stage 3 (N/16 tokens).
+
+The scale ``s`` is learnable (Eq. 5: "s is a learnable scaling factor") when
+``ssa_scale_learnable`` is set, initialised to ``ssa_scale``: ``Q K^T V`` counts coincident
+spikes, and how many of them should reach the attention neuron's threshold depends on
+the firing rates training settles on, which a fixed constant cannot anticipate. A scalar
+per direction; it folds into the ``ssa_attention`` operation at export.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from snnergy.config import ModelConfig
@@ -21,7 +28,10 @@ class CrossModalSSA(nn.Module):
     def __init__(self, dim: int, config: ModelConfig):
         super().__init__()
         self.num_heads = config.num_heads
-        self.scale = config.ssa_scale
+        if config.ssa_scale_learnable:
+            self.scale = nn.Parameter(torch.tensor(float(config.ssa_scale)))
+        else:
+            self.scale = float(config.ssa_scale)
         self.q_proj, self.q_lif = TokenProjection(dim, dim), make_lif(config.neuron)
         self.k_proj, self.k_lif = TokenProjection(dim, dim), make_lif(config.neuron)
         self.v_proj, self.v_lif = TokenProjection(dim, dim), make_lif(config.neuron)
