@@ -34,13 +34,14 @@ from torch import nn
 
 from snnergy import __version__
 from snnergy.checkpoint import Checkpoint
+from snnergy.layers.cmqka import FactorFusion
 from snnergy.model import SNNergy
 
 OPSET = 17
 # leaf modules whose ONNX export is plain tensor ops (after the LIF swap)
 SUPPORTED_LEAVES = (
     nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.MaxPool2d, nn.Linear, nn.ParameterDict,
-    layer.Conv1d, layer.Conv2d, layer.BatchNorm1d, layer.BatchNorm2d, layer.MaxPool2d,
+    layer.Conv1d, layer.Conv2d, layer.BatchNorm1d, layer.BatchNorm2d, layer.MaxPool2d, FactorFusion,
 )  # fmt: skip
 
 

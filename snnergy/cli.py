@@ -122,6 +122,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     import json
 
+    from torch.utils.data import Subset
+
     from snnergy.ablation import format_ablations, run_ablations
     from snnergy.checkpoint import load_checkpoint
     from snnergy.data.registry import dataset_for_model
@@ -133,6 +135,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} is a baseline (preset {config.preset!r}) without cross-modal attention to ablate")
     options = dataset_options(args)
     test_set = dataset_for_model(args.dataset, args.split, config, args.data_root, args.cache_dir, **options)
+    if args.samples:
+        test_set = Subset(test_set, range(min(args.samples, len(test_set))))
     train_set = dataset_for_model(args.dataset, "train", config, args.data_root, args.cache_dir, **options)
     device = resolve_device(args.device)
     result = run_ablations(
@@ -281,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("checkpoint", type=Path)
     add_data_arguments(ablate)
     ablate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    ablate.add_argument("--samples", type=int, help="evaluate the first N samples of the split only (default: all)")
     ablate.add_argument("--mean-samples", type=int, default=512,
                         help="training samples averaged for the single-factor rows (default: %(default)s)")  # fmt: skip
     ablate.add_argument("--json", type=Path, help="write the rows and branch statistics as JSON")

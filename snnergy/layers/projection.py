@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from spikingjelly.activation_based import layer
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 class ConvBN2d(nn.Module):
@@ -33,9 +34,8 @@ def delayed(x: Tensor, steps: int) -> Tensor:
     """``x`` shifted ``steps`` timesteps later along dim 0 (T), zeros before the first step."""
     if steps == 0:
         return x
-    if steps >= x.shape[0]:
-        return torch.zeros_like(x)
-    return torch.cat([torch.zeros_like(x[:steps]), x[:-steps]], dim=0)
+    padding = [0, 0] * (x.dim() - 1) + [steps, 0]  # F.pad lists the last dimension first
+    return F.pad(x, padding)[: x.shape[0]]  # (a pad, not zeros of a traced shape: exports keep a dynamic batch)
 
 
 class TokenProjection(nn.Module):
