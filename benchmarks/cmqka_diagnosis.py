@@ -30,16 +30,15 @@ from snnergy.recipe import load_train_preset
 from snnergy.train import Trainer
 
 # name -> tiny overrides. "before" is the model as it was (per-timestep temporal
-# projections, raw fused product into W_o).
+# projections, raw fused product into W_o, fixed SSA scale); "current" is today's tiny.
 VARIANTS: dict[str, dict] = {
-    "before": {"cmqka_temporal_taps": 1, "cmqka_fusion_scale": 1.0},
-    "causal2": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 1.0},
-    "gain100": {"cmqka_temporal_taps": 1, "cmqka_fusion_scale": 100.0},
-    "causal2-gain100": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0},
-    "causal2-gain100-4heads": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "num_heads": 4},
-    "causal3-gain100": {"cmqka_temporal_taps": 3, "cmqka_fusion_scale": 100.0},
+    "before": {"cmqka_temporal_taps": 1, "cmqka_fusion_scale": 1.0, "ssa_scale_learnable": False},
+    "causal2": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 1.0, "ssa_scale_learnable": False},
+    "gain100": {"cmqka_temporal_taps": 1, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False},
+    "causal2-gain100": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False},
+    "causal2-gain100-4heads": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False, "num_heads": 4},
+    "current": {},
 }
-
 
 def run_variant(name: str, seed: int, epochs: int, out: Path) -> dict:
     run_dir = out / f"{name}-seed{seed}"

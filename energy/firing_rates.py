@@ -1,7 +1,8 @@
 """Firing rates in the format of the SNNergy paper's Table 4.
 
-Rows Q, K (and V where a stage uses SSA), Attn (the attention-mask neuron), MLP Layer1 and
-Layer2; one column per fusion stage, named by its kind (``CM1``, ``CM2``, ``SSA3``), split
+Rows Q, K (and V where a stage uses SSA), Attn (the attention-mask neuron), Out (the
+attention branch's output neurons ``P``: not in the paper's table, added because a silent
+branch shows there first), MLP Layer1 and Layer2; one column per fusion stage, named by its kind (``CM1``, ``CM2``, ``SSA3``), split
 by modality. The modality of a row is the branch the neurons belong to: the keys of the
 audio branch are computed from the video stream but update audio. A rate is total spikes
 over total neuron-timesteps, so it averages the blocks of a stage and, for CMQKA, its
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from energy.accounting import NetworkAccount, PopulationAccount
 
 MODALITY_COLUMNS = ("audio", "video", "both")
-ATTENTION_ROWS = (("Q", "q"), ("K", "k"), ("V", "v"), ("Attn", "attn"))
+ATTENTION_ROWS = (("Q", "q"), ("K", "k"), ("V", "v"), ("Attn", "attn"), ("Out", "attn_out"))
 MLP_ROWS = (("Layer1", "mlp1"), ("Layer2", "mlp2"))
 GROUPS = {"QK Attention Blocks": ATTENTION_ROWS, "MLP Feed-Forward Blocks": MLP_ROWS}
 

@@ -93,7 +93,7 @@ def test_firing_rate_table_has_table4_rows(checkpoint, tmp_path):
     assert json.loads((tmp_path / "rates.json").read_text()) == table
     assert table["columns"] == ["CM1", "CM2", "SSA3"]
     components = [row["component"] for row in table["rows"]]
-    assert components == ["Q", "K", "V", "Attn", "Layer1", "Layer2"]
+    assert components == ["Q", "K", "V", "Attn", "Out", "Layer1", "Layer2"]
     energy = energy_report(path, data, samples=3, progress=False)
     populations = energy["populations"]
     q1 = [p for p in populations if p["stage"] == "stage1" and p["role"] == "q" and p["modality"] == "audio"]
