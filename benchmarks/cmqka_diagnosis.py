@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict] = {
     "causal2": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 1.0, "ssa_scale_learnable": False},
     "gain100": {"cmqka_temporal_taps": 1, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False},
     "causal2-gain100": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False},
+    "causal2-gain10": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 10.0, "ssa_scale_learnable": False},
     "causal2-gain100-4heads": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False, "num_heads": 4},
     "current": {},
 }
