@@ -108,11 +108,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--collect", action="store_true", help="tabulate every finished run in OUT, not only these")
     parser.add_argument("--threads", type=int, help="torch threads (two runs side by side: 1 each)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = [run_variant(name, seed, args.epochs, args.out) for name in (args.only or VARIANTS) for seed in args.seeds]
+    if args.collect:  # also every other finished run in OUT (runs of other seeds or invocations)
+        done = {(r["variant"], r["seed"]) for r in results}
+        for path in sorted(args.out.glob("*/result.json")):
+            result = json.loads(path.read_text())
+            if (result["variant"], result["seed"]) not in done:
+                results.append(result)
     table = summarise(results)
     (args.out / "diagnosis.json").write_text(json.dumps(results, indent=2))
     (args.out / "diagnosis.md").write_text(table + "\n")
