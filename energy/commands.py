@@ -33,6 +33,7 @@ from energy.report import (
 from energy.torch_probe import collect_spike_counts, describe_model
 from snnergy.data.options import dataset_options as options_from_args
 from snnergy.devices import resolve_device
+from snnergy.outputs import check_output
 
 DEFAULT_SAMPLES = 64
 DEFAULT_BATCH_SIZE = 16
@@ -193,6 +194,9 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_energy(args: argparse.Namespace) -> int:
     from energy.report import EnergyReport, format_terminal
 
+    for path in (args.json, args.markdown, args.png):
+        check_output(path, "report", [args.checkpoint])
+
     data = energy_report(args.checkpoint, cost_model=args.cost_model, json_path=args.json, markdown_path=args.markdown,
                          png_path=args.png, **_run_kwargs(args))  # fmt: skip
     print(format_terminal(EnergyReport.from_dict(data)))
@@ -205,6 +209,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
 def cmd_firing_rates(args: argparse.Namespace) -> int:
     from energy.report import format_firing_rates, read_firing_rate_table
 
+    check_output(args.json, "report", [args.checkpoint])
     data = firing_rate_table(args.checkpoint, json_path=args.json, **_run_kwargs(args))
     print(f"Firing rates: {data['samples']} samples, T={data['time_steps']} (paper Table 4 format)\n")
     print(format_firing_rates(read_firing_rate_table(data)))

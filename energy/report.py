@@ -20,6 +20,7 @@ from energy.accounting import LayerAccount, NetworkAccount, PopulationAccount
 from energy.cost_model import CostModel
 from energy.estimate import StageEnergy, layer_energy_pj, network_energy
 from energy.firing_rates import FiringRateRow, FiringRateTable, firing_rate_table
+from snnergy.atomic import atomic_savefig, atomic_write_text
 
 FORMAT = "snnergy-energy-report"
 FORMAT_VERSION = 1
@@ -233,10 +234,7 @@ def format_markdown(report: EnergyReport) -> str:
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_report(path: str | Path) -> EnergyReport:
@@ -244,10 +242,7 @@ def read_report(path: str | Path) -> EnergyReport:
 
 
 def write_markdown(report: EnergyReport, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_markdown(report))
-    return path
+    return atomic_write_text(path, format_markdown(report))
 
 
 def plot_stages(report: EnergyReport, path: str | Path) -> Path:
@@ -284,6 +279,6 @@ def plot_stages(report: EnergyReport, path: str | Path) -> Path:
     fig.suptitle(f"{report.samples} samples, T={report.time_steps}; total {report.total.energy_uj:.4g} uJ "
                  f"(ANN {report.total.ann_energy_uj:.4g} uJ)", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path

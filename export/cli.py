@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 TARGETS = ("nir", "lava", "onnx")
+SUFFIXES = {"nir": ".nir", "lava": ".lava", "onnx": ".onnx"}  # default output: the checkpoint's name with this suffix
+WRITES = {"nir": "nir", "lava": "lava package", "onnx": "onnx"}  # the kind of output (snnergy.outputs)
 
 
 def _onnx(checkpoint, args: argparse.Namespace) -> int:
@@ -44,14 +46,19 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, choices=TARGETS, help="what to write: NIR graph, Lava package, ONNX model")
     parser.add_argument("--out", type=Path, help="output path (file for nir/onnx, directory for lava)")
     parser.add_argument("--fixed-point", action="store_true", help="lava: also write Loihi fixed-point (quantised) parameters")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out that is not an export of this target")
 
 
 def run_export(args: argparse.Namespace) -> int:
     from snnergy.checkpoint import CheckpointError, load_checkpoint
+    from snnergy.outputs import OutputError, check_output
 
+    if args.target in SUFFIXES:
+        args.out = args.out or Path(args.checkpoint).with_suffix(SUFFIXES[args.target])
     try:
+        check_output(args.out, WRITES.get(args.target, "report"), [args.checkpoint], getattr(args, "force", False))
         checkpoint = load_checkpoint(args.checkpoint)
-    except CheckpointError as error:
+    except (CheckpointError, OutputError) as error:
         print(f"snnergy-export: error: {error}", file=sys.stderr)
         return 2
     exporter = EXPORTERS.get(args.target)

@@ -38,6 +38,7 @@ import nir
 import numpy as np
 
 from export.nir_model import build_nir_graph, nir_population_name, summarise
+from snnergy.atomic import staged
 from snnergy.checkpoint import Checkpoint
 
 FORMAT = "snnergy-lava-package"
@@ -128,8 +129,14 @@ def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str,
 def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False, source: str | Path | None = None) -> dict[str, Any]:
     """Write the package; ``source`` is the checkpoint file it came from (recorded, with its
     SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final_dir = Path(out_dir)
+    with staged(final_dir) as out_dir:  # built beside the destination, moved in whole
+        out_dir.mkdir()
+        summary = _write_package_files(checkpoint, out_dir, fixed_point, source)
+    return {**summary, "path": str(final_dir)}
+
+
+def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None) -> dict[str, Any]:
     graph = build_nir_graph(checkpoint)
     nir.write(out_dir / "model.nir", graph)
     (out_dir / "energy.json").write_text(json.dumps(energy_description(checkpoint, graph)))
@@ -189,7 +196,7 @@ def read_manifest(package_dir: str | Path) -> dict[str, Any]:
 
 
 def run_lava_export(checkpoint: Checkpoint, args) -> int:
-    out = args.out or Path(args.checkpoint).with_suffix(".lava")
+    out = args.out
     print(f"writing Lava package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...", flush=True)
     summary = write_lava_package(checkpoint, out, args.fixed_point, source=args.checkpoint)
     print(f"wrote {summary['path']}/: {', '.join(summary['files'])} ({summary['nodes']} NIR nodes, {summary['edges']} edges)")

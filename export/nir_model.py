@@ -279,20 +279,22 @@ def export_nir(checkpoint: Checkpoint, out_path) -> dict:
     """Write the graph with ``nir.write`` and check that stock ``nir.read`` loads it back."""
     from pathlib import Path
 
+    from snnergy.atomic import staged
+
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     graph = build_nir_graph(checkpoint)
-    nir.write(out_path, graph)
-    loaded = nir.read(out_path)
-    if set(loaded.nodes) != set(graph.nodes) or len(loaded.edges) != len(graph.edges):
-        raise RuntimeError(f"{out_path} does not read back as written")
+    with staged(out_path) as staging:  # the previous file stays until the new one is complete and checked
+        nir.write(staging, graph)
+        loaded = nir.read(staging)
+        if set(loaded.nodes) != set(graph.nodes) or len(loaded.edges) != len(graph.edges):
+            raise RuntimeError(f"{out_path} does not read back as written")
     return {"path": str(out_path), "bytes": out_path.stat().st_size, "nodes": len(graph.nodes), "edges": len(graph.edges), "stages": summarise(graph)}
 
 
 def run_nir_export(checkpoint: Checkpoint, args) -> int:
     from pathlib import Path
 
-    out = args.out or Path(args.checkpoint).with_suffix(".nir")
+    out = args.out
     print(f"exporting {args.checkpoint} to NIR ...", flush=True)
     summary = export_nir(checkpoint, out)
     print(f"wrote {summary['path']}: {summary['nodes']} nodes, {summary['edges']} edges, {summary['bytes'] / 2**20:.1f} MiB "

@@ -166,10 +166,16 @@ def _add_metadata(path: Path, checkpoint: Checkpoint) -> None:
 
 def export_onnx(checkpoint: Checkpoint, out_path: str | Path, opset: int = OPSET, check_batch: int = 2) -> dict[str, Any]:
     """Write the ONNX file, validate it with onnx.checker, compare onnxruntime with PyTorch."""
+    from snnergy.atomic import staged
+
+    with staged(out_path) as staging:  # the previous file stays until the new one passed the checks
+        summary = _export_onnx_to(checkpoint, staging, opset, check_batch)
+    return {**summary, "path": str(out_path)}
+
+
+def _export_onnx_to(checkpoint: Checkpoint, out_path: Path, opset: int, check_batch: int) -> dict[str, Any]:
     import onnx
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     model = checkpoint.build_model()
     twin = unrolled_copy(model)
     audio, video = example_inputs(model, check_batch)
@@ -200,7 +206,7 @@ def export_onnx(checkpoint: Checkpoint, out_path: str | Path, opset: int = OPSET
 
 
 def run_onnx_export(checkpoint: Checkpoint, args: argparse.Namespace) -> int:
-    out = args.out or Path(args.checkpoint).with_suffix(".onnx")
+    out = args.out
     print(f"exporting {args.checkpoint} to ONNX (unrolled over T={checkpoint.model_config.time_steps}) ...", flush=True)
     summary = export_onnx(checkpoint, out)
     print(

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from snnergy.config import ATTENTION_LAYOUTS, CMQKA_PATHWAYS, load_preset, preset_names
 from snnergy.data.options import add_data_arguments, dataset_options
+from snnergy.atomic import atomic_write_text
 from snnergy.devices import DEVICES
+from snnergy.outputs import check_output
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
@@ -63,6 +65,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from snnergy.checkpoint import from_model, save_checkpoint
     from snnergy.model import build_model
 
+    check_output(args.out, "checkpoint", force=args.force)
     config = _config_from_args(args)
     model = build_model(config, seed=args.seed)
     path = save_checkpoint(from_model(model, seed=args.seed, trained=False), args.out)
@@ -74,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from snnergy.recipe import load_train_preset
     from snnergy.train import train_on_dataset
 
+    if not args.resume:
+        check_output(args.out, "run", force=args.force)
     model_config = _config_from_args(args)
     train_config = load_train_preset(
         args.preset,
@@ -92,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         limit_train_batches=args.limit_train_batches,
     )
     summary = train_on_dataset(
-        model_config, train_config, args.dataset, args.out, args.data_root, args.cache_dir, args.resume, dataset_options(args)
+        model_config, train_config, args.dataset, args.out, args.data_root, args.cache_dir, args.resume, dataset_options(args),
+        fresh=args.force and not args.resume,
     )
     print(f"best validation accuracy {summary['best_val_accuracy']:.4f}; checkpoints in {summary['out_dir']}")
     return 0
@@ -104,6 +110,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from snnergy.devices import resolve_device
     from snnergy.evaluate import evaluate, format_report, write_report
 
+    json_path = args.json or args.checkpoint.with_name(f"eval-{args.dataset}-{args.split}.json")
+    for path in (json_path, json_path.with_suffix(".png")):
+        check_output(path, "report", [args.checkpoint])
     checkpoint = load_checkpoint(args.checkpoint)
     dataset = dataset_for_model(
         args.dataset, args.split, checkpoint.model_config, args.data_root, args.cache_dir,
@@ -113,7 +122,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(checkpoint.build_model().to(device), dataset, device, args.batch_size, checkpoint.class_names)
     result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split, modality=args.modality)
     print(format_report(result))
-    json_path = args.json or args.checkpoint.with_name(f"eval-{args.dataset}-{args.split}.json")
     write_report(result, json_path, json_path.with_suffix(".png"))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
@@ -129,6 +137,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from snnergy.data.registry import dataset_for_model
     from snnergy.devices import resolve_device
 
+    check_output(args.json, "report", [args.checkpoint])
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.model_config
     if not config.neuron.spiking or config.fusion != "cross" or config.modalities != "both":
@@ -146,8 +155,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split)
     print(format_ablations(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -159,6 +167,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from snnergy.data.registry import dataset_for_model
     from snnergy.parity import device_parity
 
+    check_output(args.json, "report", [args.checkpoint])
     checkpoint = load_checkpoint(args.checkpoint)
     dataset = dataset_for_model(
         args.dataset, args.split, checkpoint.model_config, args.data_root, args.cache_dir, **dataset_options(args)
@@ -172,7 +181,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
           f"in {result['lif_layers']} layers (lowest: {result['least_agreeing_layer']} "
           f"{result['least_agreeing_layer_agreement']:.6f})")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -183,6 +192,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from energy.report import EnergyReport, format_terminal
     from snnergy.simulate import format_summary, run_simulation
 
+    check_output(args.json, "report", [args.package, args.checkpoint])
     result = run_simulation(
         args.package, args.dataset, args.split, args.samples, args.mode, args.lanes, args.checkpoint, args.cost_model,
         args.data_root, args.cache_dir, dataset_options(args), args.timeout,
@@ -191,8 +201,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print()
     print(format_terminal(EnergyReport.from_dict(result["energy"])))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -236,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(init)
     init.add_argument("--out", required=True, type=Path, help="checkpoint path to write, e.g. model.pt")
     init.add_argument("--seed", type=int, default=0, help="weight-initialisation seed (default: %(default)s)")
+    init.add_argument("--force", action="store_true", help="replace an existing file at --out")
     init.set_defaults(func=cmd_init)
 
     train = sub.add_parser(
@@ -262,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that passes this wall time")
     group.add_argument("--limit-train-batches", type=int, help="batches per epoch (smoke runs)")
     group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    group.add_argument("--force", action="store_true", help="start afresh in an existing run directory (its metrics and checkpoints are replaced)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")

@@ -11,6 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from snnergy.atomic import atomic_savefig, atomic_write_text
+
 
 @torch.no_grad()
 def evaluate(
@@ -64,8 +66,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def write_report(result: dict[str, Any], json_path: Path, png_path: Path | None = None) -> None:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2))
+    atomic_write_text(json_path, json.dumps(result, indent=2))
     if png_path is not None:
         plot_confusion(result, png_path)
 
@@ -91,5 +92,5 @@ def plot_confusion(result: dict[str, Any], path: Path) -> None:
     ax.set_title(f"accuracy {result['accuracy']:.3f} ({result['samples']} samples)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)

@@ -56,6 +56,9 @@ class DistributedContext:
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
 
 
+RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt")  # what a run writes into its directory
+
+
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     """LR multiplier: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
     if warmup_steps and step < warmup_steps:
@@ -229,9 +232,16 @@ def train(
     class_names: list[str],
     data_meta: dict[str, Any] | None = None,
     resume: bool = False,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Train (or resume) and return a summary; sets up and tears down torch.distributed."""
+    """Train (or resume) and return a summary; sets up and tears down torch.distributed.
+
+    ``fresh`` removes the files an earlier run left in ``out_dir`` (``RUN_FILES``) first, so
+    its metrics never mix with this run's."""
     ctx = DistributedContext.from_env()
+    if fresh and ctx.is_main:
+        for name in RUN_FILES:
+            (Path(out_dir) / name).unlink(missing_ok=True)
     if ctx.enabled and not dist.is_initialized():
         backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
@@ -254,8 +264,10 @@ def train_on_dataset(
     cache_dir: str | Path | None = None,
     resume: bool = False,
     dataset_options: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Train on a named dataset's train split, validating on its val split."""
+    """Train on a named dataset's train split, validating on its val split (``fresh``: the
+    run directory's earlier metrics and checkpoints are replaced, not continued)."""
     from snnergy.data.registry import make_dataset, validation_split
 
     size, steps = model_config.image_size, model_config.time_steps
@@ -275,7 +287,7 @@ def train_on_dataset(
         "validation_split": val_name,
         "train_samples": len(train_set),
     }
-    return train(model_config, config, train_set, val_set, out_dir, class_names, data_meta, resume)
+    return train(model_config, config, train_set, val_set, out_dir, class_names, data_meta, resume, fresh)
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m snnergy.train <snnergy train options>
