@@ -3,22 +3,31 @@
 ``train(...)`` writes into ``out_dir``:
 
 * ``metrics.jsonl`` - one JSON line per epoch (losses, accuracies, lr, throughput);
-* ``last.pt`` - weights + optimizer/schedule/RNG state after every epoch (``--resume``);
+* ``last.pt`` - weights + optimizer/schedule/RNG state after every epoch (``--resume``),
+  and the metrics history;
 * ``best.pt`` - the weights with the best validation accuracy so far.
 
-Both checkpoints are written atomically, so an interruption at any moment loses at most
-the epoch in progress. Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+An epoch is committed by writing ``last.pt`` (atomically), then ``best.pt`` if it improved,
+then ``metrics.jsonl`` rewritten from the history in ``last.pt``. ``last.pt`` is the record:
+a kill at any instant loses at most the epoch in progress, and ``--resume`` repairs the
+other two from it (the metrics file gets exactly one line per committed epoch; a
+``best.pt`` missed by the kill is written from ``last.pt``'s weights, which are the best).
+While it trains, the run directory is locked (``.lock``, an OS lock released when the
+process ends): a second trainer on the same directory stops with the holder's pid. Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (gloo on CPU, NCCL on CUDA), each rank reads its shard through a
 DistributedSampler, and only rank 0 logs and writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from snnergy.atomic import atomic_write_text
 from snnergy.checkpoint import Checkpoint, from_model, load_checkpoint, save_checkpoint
 from snnergy.config import ModelConfig
 from snnergy.devices import resolve_device
@@ -57,6 +67,33 @@ class DistributedContext:
 
 
 RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt")  # what a run writes into its directory
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/.lock`` (``flock``, so a killed trainer never leaves it stuck)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ValueError(f"{out_dir} is being trained by another process (pid {holder}); wait for it or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+def commit_point(name: str) -> None:
+    """Called between the writes that commit an epoch; tests inject a kill here."""
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -122,7 +159,8 @@ class Trainer:
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.start_epoch, self.best_accuracy = 0, -1.0
+        self.start_epoch, self.best_accuracy, self.best_epoch = 0, -1.0, -1
+        self.history: list[dict[str, Any]] = []
 
     # -- checkpoints -------------------------------------------------------------------
     def _checkpoint(self, epoch: int, metrics: dict[str, Any], with_state: bool) -> Checkpoint:
@@ -139,6 +177,8 @@ class Trainer:
             checkpoint.train_state = {
                 "epoch": epoch,
                 "best_accuracy": self.best_accuracy,
+                "best_epoch": self.best_epoch,
+                "history": list(self.history),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
@@ -161,6 +201,28 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         torch.random.set_rng_state(state["rng"]["torch"])
         self.start_epoch, self.best_accuracy = state["epoch"] + 1, state["best_accuracy"]
+        self.best_epoch = state.get("best_epoch", -1)
+        self.history = list(state.get("history") or self._metrics_lines(state["epoch"] + 1))
+        if self.ctx.is_main:
+            self._repair(checkpoint)
+
+    def _metrics_lines(self, epochs: int) -> list[dict[str, Any]]:
+        """The first ``epochs`` records of metrics.jsonl (runs written before last.pt kept the history)."""
+        path = self.out_dir / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        return [r for r in records if r.get("epoch", 0) <= epochs][-epochs:]
+
+    def _repair(self, last: Checkpoint) -> None:
+        """Bring metrics.jsonl and best.pt in line with last.pt after an interrupted commit."""
+        self._write_metrics()
+        best_path = self.out_dir / "best.pt"
+        best_epoch = load_checkpoint(best_path).meta.get("epoch") if best_path.exists() else None
+        if self.best_epoch >= 0 and best_epoch != self.best_epoch and self.best_epoch == last.meta.get("epoch"):
+            record = self.history[-1] if self.history else {}
+            save_checkpoint(self._checkpoint(self.best_epoch, record, with_state=False), best_path)
+
+    def _write_metrics(self) -> None:
+        atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     # -- epochs ------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -203,13 +265,16 @@ class Trainer:
                 val = evaluate(self.model, self.val_set, self.device, self.config.batch_size, self.class_names, progress=False)
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 improved = val["accuracy"] > self.best_accuracy
-                self.best_accuracy = max(self.best_accuracy, val["accuracy"])
+                if improved:
+                    self.best_accuracy, self.best_epoch = val["accuracy"], epoch
                 record["best_val_accuracy"] = self.best_accuracy
-                with open(self.out_dir / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                self.history.append(record)
                 save_checkpoint(self._checkpoint(epoch, record, with_state=True), self.out_dir / "last.pt")
+                commit_point("after_last")
                 if improved:
                     save_checkpoint(self._checkpoint(epoch, record, with_state=False), self.out_dir / "best.pt")
+                    commit_point("after_best")
+                self._write_metrics()
                 print(
                     f"epoch {epoch + 1}/{self.config.epochs}: train loss {record['train_loss']:.3f} "
                     f"acc {record['train_accuracy']:.3f} | val loss {record['val_loss']:.3f} acc {record['val_accuracy']:.3f} "
@@ -239,17 +304,18 @@ def train(
     ``fresh`` removes the files an earlier run left in ``out_dir`` (``RUN_FILES``) first, so
     its metrics never mix with this run's."""
     ctx = DistributedContext.from_env()
-    if fresh and ctx.is_main:
-        for name in RUN_FILES:
-            (Path(out_dir) / name).unlink(missing_ok=True)
     if ctx.enabled and not dist.is_initialized():
         backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     try:
         trainer = Trainer(model_config, config, train_set, val_set, Path(out_dir), class_names, data_meta or {}, ctx)
-        if resume:
-            trainer.resume()
-        return trainer.fit()
+        with run_lock(Path(out_dir)) if ctx.is_main else contextlib.nullcontext():
+            if fresh and ctx.is_main:
+                for name in RUN_FILES:
+                    (Path(out_dir) / name).unlink(missing_ok=True)
+            if resume:
+                trainer.resume()
+            return trainer.fit()
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()

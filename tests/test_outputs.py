@@ -126,3 +126,60 @@ def test_an_output_directory_holding_an_input_is_refused(tmp_path):
     with pytest.raises(OutputError, match="is an input"):
         check_output(tmp_path / "runs", "lava package", [source])
     check_output(tmp_path / "new.lava", "lava package", [source])  # a fresh destination is fine
+
+
+def _train_args(cache: Path, run: Path, epochs: int) -> list[str]:
+    return ["train", "--preset", "tiny", "--image-size", "16", "--embed-dim", "16", "--time-steps", "2", "--epochs", str(epochs),
+            "--limit-train-batches", "1", "--cache-dir", str(cache), "--out", str(run)]  # fmt: skip
+
+
+@pytest.mark.parametrize("window", ["after_last", "after_best"])
+def test_a_kill_between_the_writes_of_an_epoch_resumes_with_each_epoch_once(avdigits_cache, tmp_path, monkeypatch, window):
+    import snnergy.train as train_module
+
+    run = tmp_path / "run"
+    calls = {"n": 0}
+
+    def kill_in_epoch_two(name: str) -> None:
+        if name == window:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt  # as kill -9 would, between two writes of epoch 2's commit
+
+    accuracies = iter([0.3, 0.5, 0.4])  # epoch 2 is the best; epoch 3 (after the resume) is not
+
+    def validation(*args, **kwargs):
+        return {"loss": 1.0, "accuracy": next(accuracies)}
+
+    monkeypatch.setattr(train_module, "evaluate", validation)
+    monkeypatch.setattr(train_module, "commit_point", kill_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        snnergy_main(_train_args(avdigits_cache, run, 3))
+    monkeypatch.setattr(train_module, "commit_point", lambda name: None)
+    assert snnergy_main([*_train_args(avdigits_cache, run, 3), "--resume"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["val_accuracy"] for r in records] == [0.3, 0.5, 0.4]
+    best = load_checkpoint(run / "best.pt")
+    assert best.meta["epoch"] + 1 == 2 and best.meta["metrics"]["val_accuracy"] == 0.5  # as the summary says
+    assert records[-1]["best_val_accuracy"] == 0.5
+
+
+def test_a_second_trainer_on_the_same_run_is_refused_with_the_holders_pid(avdigits_cache, tmp_path, capsys):
+    import fcntl
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        holder.write("4242")
+        holder.flush()
+        # a lock held by an open file description of this process: the trainer cannot take it
+        pid = os.fork()
+        if pid == 0:
+            code = snnergy_main(_train_args(avdigits_cache, run, 1))
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert not (run / "metrics.jsonl").exists()
