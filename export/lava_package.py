@@ -42,7 +42,8 @@ from snnergy.atomic import staged
 from snnergy.checkpoint import Checkpoint
 
 FORMAT = "snnergy-lava-package"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: content hashes of the files and the model fingerprint
+KNOWN_VERSIONS = (1, 2)
 WEIGHT_MAX = 254  # mixed-sign 8-bit weights keep even values in [-256, 254]
 VTH_MAX = 2**17 - 1
 BIAS_MANT_MAX = 2**12 - 1
@@ -166,32 +167,62 @@ def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: boo
         "versions": _versions(),
         "source_checkpoint": _source(source),
         "files": files,
+        "hashes": {name: _sha256(out_dir / name) for name in files.values()},
+        "fingerprint": checkpoint.fingerprint(),
         "stages": summarise(graph),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return {"path": str(out_dir), "nodes": len(graph.nodes), "edges": len(graph.edges), "fixed_point": fixed_point, "files": sorted(files.values()) + ["manifest.json"]}
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _source(path: str | Path | None) -> dict[str, str] | None:
     if path is None:
         return None
-    import hashlib
-
     path = Path(path).resolve()
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"path": str(path), "sha256": _sha256(path)}
 
 
 def read_manifest(package_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a package, with a clear error for a missing or foreign directory."""
-    path = Path(package_dir) / "manifest.json"
+    """The manifest of a package, checked before anything is run: a known format version,
+    every file inside the package and unchanged since export (SHA-256), and the numbers
+    that must agree (time steps, class names, dt). Every failure is one ``ValueError`` line."""
+    package_dir = Path(package_dir)
+    path = package_dir / "manifest.json"
     if not path.is_file():
         raise ValueError(f"{package_dir} is not an SNNergy Lava package: {path} is missing")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not an SNNergy Lava package manifest")
-    for name in manifest["files"].values():
-        if not (Path(package_dir) / name).is_file():
+    if manifest.get("format_version") not in KNOWN_VERSIONS:
+        raise ValueError(f"{path}: format_version {manifest.get('format_version')!r} is not one this SNNergy reads {KNOWN_VERSIONS}; re-export the package")
+    root = package_dir.resolve()
+    hashes = manifest.get("hashes", {})
+    for role, name in manifest["files"].items():
+        file = (package_dir / name).resolve()
+        if Path(name).is_absolute() or root not in file.parents:
+            raise ValueError(f"{path}: the {role} file {name!r} lies outside the package; re-export the package")
+        if not file.is_file():
             raise ValueError(f"{package_dir}: file {name} named in the manifest is missing")
+        if name in hashes and _sha256(file) != hashes[name]:
+            raise ValueError(f"{package_dir}: {name} changed since export (SHA-256 differs from the manifest); re-export the package")
+    if manifest["format_version"] >= 2 and set(hashes) != set(manifest["files"].values()):
+        raise ValueError(f"{path}: the manifest lists no content hash for some of its files; re-export the package")
+    config = manifest["model_config"]
+    if manifest["time_steps"] != config["time_steps"]:
+        raise ValueError(f"{path}: time_steps {manifest['time_steps']} disagrees with the model's {config['time_steps']}")
+    if len(manifest["class_names"]) != config["num_classes"]:
+        raise ValueError(f"{path}: {len(manifest['class_names'])} class names for a model with {config['num_classes']} classes")
+    if not isinstance(manifest.get("dt"), (int, float)) or not manifest["dt"] > 0:
+        raise ValueError(f"{path}: dt must be a positive number of seconds, got {manifest.get('dt')!r}")
     return manifest
 
 

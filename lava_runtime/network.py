@@ -8,6 +8,8 @@ returns nothing but timings.
 
 from __future__ import annotations
 
+import json
+
 import math
 import tempfile
 import time
@@ -48,6 +50,12 @@ def load_package(path: str | Path) -> Package:
     path = Path(path)
     manifest = read_manifest(path)
     graph = nir.read(path / manifest["files"]["graph"])
+    recorded = {"dt": graph.metadata.get("dt"), "time_steps": graph.metadata.get("time_steps")}
+    for key, value in recorded.items():
+        if value is None or not np.isclose(float(value), float(manifest[key])):
+            raise ValueError(f"{path}: the manifest's {key} {manifest[key]!r} disagrees with the graph's {value!r}; re-export the package")
+    if json.loads(graph.metadata.get("model_config", "null")) != manifest["model_config"]:
+        raise ValueError(f"{path}: the manifest's model_config is not the graph's; re-export the package")
     fixed = None
     if "fixed_point" in manifest["files"]:
         with np.load(path / manifest["files"]["fixed_point"]) as arrays:

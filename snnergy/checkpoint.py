@@ -61,6 +61,20 @@ class Checkpoint:
         model.load_state_dict(self.state_dict)
         return model.eval()
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what defines the model (config, class names, every weight), not of the
+        file: two saves of the same model agree, any changed weight does not."""
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(json.dumps([self.model_config.to_dict(), list(self.class_names)], sort_keys=True).encode())
+        for name in sorted(self.state_dict):
+            tensor = self.state_dict[name].detach().cpu().contiguous()
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

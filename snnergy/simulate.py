@@ -62,6 +62,27 @@ def _reference_checkpoint(manifest: dict[str, Any], checkpoint: str | Path | Non
     return path
 
 
+def _check_belongs_together(package: Any, description: Any, reference: Path) -> None:
+    """Before Lava starts: the energy description counts the graph's populations, and the
+    reference checkpoint is the package's model (its fingerprint)."""
+    import nir
+
+    from snnergy.checkpoint import load_checkpoint
+
+    if description.time_steps != package.time_steps:
+        raise ValueError(f"{package.path}: the energy description is for T={description.time_steps}, the graph runs T={package.time_steps}")
+    for population in description.populations:
+        node = package.graph.nodes.get(population.name)
+        if population.computed_from:
+            continue
+        if not isinstance(node, nir.LIF) or int(np.asarray(node.tau).size) != population.neurons:
+            raise ValueError(f"{package.path}: the energy description's population {population.name} ({population.neurons} neurons) "
+                             "is not in the graph with that size; the package's files come from different models")  # fmt: skip
+    expected = package.manifest.get("fingerprint")
+    if expected is not None and load_checkpoint(reference).fingerprint() != expected:
+        raise ValueError(f"{reference} is not the model this package was exported from (its fingerprint differs)")
+
+
 def pytorch_reference(checkpoint_path: Path, audio: np.ndarray, video: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
     """Logits and spike trains (NIR population names, ``[samples, T, ...]``) of the PyTorch model."""
     from energy.torch_probe import SpikeProbe, describe_model
@@ -126,12 +147,13 @@ def run_simulation(
     cost = load_cost_model(cost_model)
     package = load_package(package_dir)
     reference_path = _reference_checkpoint(package.manifest, checkpoint)
+    description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
+    _check_belongs_together(package, description, reference_path)
     audio, video, labels = load_inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
     result = simulate(package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress)
     torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
     spike_agreement, per_population = agreement(result.spikes, torch_trains)
 
-    description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
     lava_account = account(description, spike_counts_of(result.spikes, package.time_steps))
     torch_account = account(description, spike_counts_of(torch_trains, package.time_steps))
     meta = {"package": str(package_dir), "dataset": dataset, "split": split, "simulator": f"lava-nc ({mode} point)"}

@@ -183,3 +183,53 @@ def test_a_second_trainer_on_the_same_run_is_refused_with_the_holders_pid(avdigi
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 2
     assert not (run / "metrics.jsonl").exists()
+
+
+@pytest.fixture()
+def package(checkpoint: Path, tmp_path: Path) -> Path:
+    from export.lava_package import write_lava_package
+
+    return Path(write_lava_package(load_checkpoint(checkpoint), tmp_path / "m.lava", source=checkpoint)["path"])
+
+
+def _edit_manifest(package: Path, **changes) -> None:
+    manifest = json.loads((package / "manifest.json").read_text())
+    for key, value in changes.items():
+        if key == "graph":
+            manifest["files"]["graph"] = value
+        else:
+            manifest[key] = value
+    (package / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"graph": "/etc/passwd"}, "lies outside the package"),
+        ({"graph": "../other.lava/model.nir"}, "lies outside the package"),
+        ({"format_version": 99}, "format_version 99 is not one"),
+        ({"class_names": ["a", "b"]}, "2 class names for a model with 10 classes"),
+        ({"dt": 0.01}, "disagrees with the graph's"),
+        ({"time_steps": 5}, "time_steps 5 disagrees"),
+    ],
+)
+def test_simulate_refuses_an_inconsistent_package_before_starting_lava(package, capsys, changes, message):
+    _edit_manifest(package, **changes)
+    assert snnergy_main(["simulate", str(package), "--samples", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line, no traceback
+
+
+def test_simulate_refuses_files_changed_since_export_and_a_foreign_reference(package, checkpoint, tmp_path, capsys):
+    from export.lava_package import write_lava_package
+
+    other_model = from_model(build_model(load_preset("tiny", **{**MICRO, "embed_dim": 32}), seed=0), CLASSES)
+    other = Path(write_lava_package(other_model, tmp_path / "other.lava")["path"])
+    (package / "energy.json").write_bytes((other / "energy.json").read_bytes())  # files of two models mixed
+    assert snnergy_main(["simulate", str(package), "--samples", "1"]) == 2
+    assert "energy.json changed since export" in capsys.readouterr().err
+    (package / "energy.json").unlink()
+    fresh = Path(write_lava_package(load_checkpoint(checkpoint), tmp_path / "fresh.lava", source=checkpoint)["path"])
+    foreign = save_checkpoint(from_model(build_model(load_preset("tiny", **MICRO), seed=7), CLASSES), tmp_path / "foreign.pt")
+    assert snnergy_main(["simulate", str(fresh), "--samples", "1", "--checkpoint", str(foreign)]) == 2
+    assert "is not the model this package was exported from" in capsys.readouterr().err
