@@ -54,6 +54,9 @@ def load_package(path: str | Path) -> Package:
     for key, value in recorded.items():
         if value is None or not np.isclose(float(value), float(manifest[key])):
             raise ValueError(f"{path}: the manifest's {key} {manifest[key]!r} disagrees with the graph's {value!r}; re-export the package")
+    graph_inputs = {name.split(".", 1)[1]: [int(d) for d in node.input_type["input"]] for name, node in graph.nodes.items() if isinstance(node, nir.Input)}
+    if graph_inputs != manifest["inputs"]:
+        raise ValueError(f"{path}: the manifest's input shapes {manifest['inputs']} are not the graph's {graph_inputs}; re-export the package")
     if json.loads(graph.metadata.get("model_config", "null")) != manifest["model_config"]:
         raise ValueError(f"{path}: the manifest's model_config is not the graph's; re-export the package")
     fixed = None

@@ -211,6 +211,7 @@ def _edit_manifest(package: Path, **changes) -> None:
         ({"class_names": ["a", "b"]}, "2 class names for a model with 10 classes"),
         ({"dt": 0.01}, "disagrees with the graph's"),
         ({"time_steps": 5}, "time_steps 5 disagrees"),
+        ({"inputs": {"audio": [1, 8, 8], "video": [3, 16, 16]}}, "input shapes"),
     ],
 )
 def test_simulate_refuses_an_inconsistent_package_before_starting_lava(package, capsys, changes, message):
