@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Export a trained SNNergy checkpoint to NIR, a Lava package, or ONNX.",
     )
     add_export_arguments(parser)
-    return run_export(parser.parse_args(argv))
+    parser.add_argument("--debug", action="store_true", help="show the full traceback when the export fails")
+    from snnergy.errors import run_reporting_errors
+
+    return run_reporting_errors("snnergy-export", run_export, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from snnergy.config import ATTENTION_LAYOUTS, CMQKA_PATHWAYS, load_preset, prese
 from snnergy.data.options import add_data_arguments, dataset_options
 from snnergy.atomic import atomic_write_text
 from snnergy.devices import DEVICES
+from snnergy.errors import run_reporting_errors
 from snnergy.outputs import check_output
 
 
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="SNNergy: audio-visual spiking transformer with Cross-Modal Q-K Attention - "
         "model summaries, checkpoints, export to NIR/Lava/ONNX.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = sub.add_parser("info", help="parameters, token counts and analytic op counts per stage")
@@ -377,11 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as error:  # bad input the user can fix: no traceback
-        print(f"snnergy {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(f"snnergy {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

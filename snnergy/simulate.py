@@ -144,6 +144,10 @@ def run_simulation(
 
     if samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    if lanes < 1:
+        raise ValueError(f"--lanes must be >= 1, got {lanes}")
     cost = load_cost_model(cost_model)
     package = load_package(package_dir)
     reference_path = _reference_checkpoint(package.manifest, checkpoint)
