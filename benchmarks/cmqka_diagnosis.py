@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from snnergy.ablation import branch_statistics, run_ablations
+from snnergy.atomic import atomic_write_text
 from snnergy.config import load_preset
 from snnergy.data.registry import make_dataset
 from snnergy.evaluate import evaluate
@@ -78,7 +79,7 @@ def run_variant(name: str, seed: int, epochs: int, out: Path) -> dict:
         "test": ablation,
     }
     torch.save({"state_dict": trainer.model.state_dict(), "config": model_config.to_dict()}, run_dir / "model.pt")
-    result_path.write_text(json.dumps(result, indent=2))
+    atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
 
@@ -121,8 +122,8 @@ def main() -> None:
             if (result["variant"], result["seed"]) not in done:
                 results.append(result)
     table = summarise(results)
-    (args.out / "diagnosis.json").write_text(json.dumps(results, indent=2))
-    (args.out / "diagnosis.md").write_text(table + "\n")
+    atomic_write_text(args.out / "diagnosis.json", json.dumps(results, indent=2))
+    atomic_write_text(args.out / "diagnosis.md", table + "\n")
     print(table)
 
 

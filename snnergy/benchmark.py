@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from snnergy.atomic import atomic_savefig, atomic_write_text
+
 SIZE_FIELDS = ("image_size", "time_steps", "embed_dim", "depths", "num_heads", "mlp_ratio", "stem_reduction")
 
 
@@ -93,9 +95,7 @@ def run_entry(entry: Entry, seed: int, args: dict[str, Any], out: Path) -> dict[
         "energy_uj": energy["total"]["energy_uj"], "train_seconds": train_seconds,
         "epochs": train_config.epochs,
     }  # fmt: skip
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(result_path)
+    atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
 
@@ -158,7 +158,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Accuracy vs energy (circles: methods, squares: SNNergy ablations; bars: std over seeds)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -188,7 +188,7 @@ def run_benchmark(
     meta = {"command": command, "dataset": dataset, "split": split, "epochs": epochs, "seeds": list(range(seeds)),
             "energy_samples": energy_samples, "size": size or "the entries' own presets"}  # fmt: skip
     document = {"meta": meta, "rows": rows, "runs": results}
-    (out_dir / "benchmark.json").write_text(json.dumps(document, indent=2))
-    (out_dir / "benchmark.md").write_text(format_markdown(rows, meta))
+    atomic_write_text(out_dir / "benchmark.json", json.dumps(document, indent=2))
+    atomic_write_text(out_dir / "benchmark.md", format_markdown(rows, meta))
     plot(rows, out_dir / "benchmark.png")
     return document
