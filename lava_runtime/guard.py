@@ -5,6 +5,11 @@ hangs instead of failing. Every run therefore happens in a forked child (Lava ne
 fork start method) in its own process group: on timeout the whole group, Lava's worker
 processes included, is killed and the shared-memory segments it mapped are unlinked, since
 a killed Lava runtime leaks them.
+
+The same cleanup runs when the command itself is told to stop: while the child runs, the
+parent turns SIGTERM, SIGINT and SIGHUP into ``LavaInterrupted``, kills the child's group,
+unlinks its shared memory and then lets the exception end the command, so no Lava process
+outlives it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import glob
 import multiprocessing as mp
 import os
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -26,6 +32,41 @@ class LavaRunError(RuntimeError):
 
 class LavaTimeoutError(LavaRunError):
     """The Lava run did not finish in time (a hang)."""
+
+    one_line = True  # snnergy.errors reports it as one line
+
+
+class LavaInterrupted(LavaRunError):
+    """The command received a stop signal while Lava ran; the Lava processes were stopped."""
+
+    one_line = True
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; the Lava processes and their shared memory were cleaned up")
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Any:
+    """While the block runs, a stop signal raises ``LavaInterrupted`` (main thread only)."""
+    def handler(signum: int, frame: Any) -> None:
+        for sig in STOP_SIGNALS:  # one stop is enough: let the cleanup finish undisturbed
+            signal.signal(sig, signal.SIG_IGN)
+        raise LavaInterrupted(signum)
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    except ValueError:  # not the main thread: signals cannot be caught here
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -68,18 +109,21 @@ def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """``fn(*args)`` in a forked child; raises ``LavaTimeoutError`` after ``timeout`` seconds."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args))
-    proc.start()
-    child.close()
     status, payload = "hang", None
-    try:
-        if parent.poll(timeout):
-            status, payload = parent.recv()
-    except EOFError:
-        status, payload = "error", f"child died without a result (exit code {proc.exitcode})"
-    finally:
-        _reap(proc, grace=0 if status == "hang" else 5)
-        parent.close()
+    shm_before, started = set(glob.glob("/dev/shm/*")), time.time()
+    with _stop_signals_raise():
+        proc = ctx.Process(target=_child, args=(child, fn, args))
+        proc.start()
+        child.close()
+        try:
+            if parent.poll(timeout):
+                status, payload = parent.recv()
+        except EOFError:
+            status, payload = "error", f"child died without a result (exit code {proc.exitcode})"
+        finally:
+            if _reap(proc, grace=0 if status == "hang" else 5):
+                _unlink_orphans(shm_before, started)
+            parent.close()
     if status == "hang":
         raise LavaTimeoutError(f"lava run did not finish within {timeout:g} s (hang)")
     if status != "ok":
@@ -87,11 +131,15 @@ def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     return payload
 
 
-def _reap(proc: mp.process.BaseProcess, grace: float) -> None:
-    """Join ``proc``; after ``grace`` seconds kill it with every process it forked, free its shm."""
+def _reap(proc: mp.process.BaseProcess, grace: float) -> bool:
+    """Join ``proc``; after ``grace`` seconds kill it with every process it forked, free its
+    shm (the group is stopped first, so none maps a new segment while we list them).
+    Returns whether it had to kill."""
     proc.join(grace)
     if not proc.is_alive():
-        return
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGSTOP)
     segments = _shm_segments_of_group(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -99,6 +147,28 @@ def _reap(proc: mp.process.BaseProcess, grace: float) -> None:
         proc.kill()
     proc.join()
     for path in segments:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return True
+
+
+def _unlink_orphans(before: set[str], started: float) -> None:
+    """Segments of Python's multiprocessing (``psm_*``, ``sem.mp-*``, what Lava's channels use)
+    created since the run started and mapped by no living process: left by the killed group
+    between creating and mapping them."""
+    candidates = set()
+    for path in set(glob.glob("/dev/shm/psm_*")) | set(glob.glob("/dev/shm/sem.mp-*")):
+        with contextlib.suppress(OSError):
+            if path not in before and os.stat(path).st_ctime >= started - 1:
+                candidates.add(path)
+    if not candidates:
+        return
+    mapped: set[str] = set()
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            with open(maps) as f:
+                mapped.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
+    for path in candidates - mapped:
         with contextlib.suppress(OSError):
             os.unlink(path)
 
