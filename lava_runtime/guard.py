@@ -46,7 +46,22 @@ class LavaInterrupted(LavaRunError):
         self.signum = signum
 
 
+class LavaWorkerDied(LavaRunError):
+    """A process of the Lava run ended before the run did (killed, or out of memory)."""
+
+    one_line = True
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+POLL_S = 0.5  # how often the parent looks at the Lava process group while it waits
+_announce: Connection | None = None  # in the child: where announce_stopping() writes
+
+
+def announce_stopping() -> None:
+    """Called by the run (in the child) before it stops Lava: from here on, workers ending
+    is the normal shutdown, not a failure."""
+    if _announce is not None:
+        _announce.send(("stopping", None))
 
 
 @contextlib.contextmanager
@@ -70,7 +85,9 @@ def _stop_signals_raise() -> Any:
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    global _announce
     os.setpgid(0, 0)  # own process group: a hung runtime and its workers die together
+    _announce = conn
     try:
         conn.send(("ok", fn(*args)))
     except BaseException:  # noqa: BLE001 - report anything to the parent
@@ -94,14 +111,15 @@ def group_memory() -> tuple[int, int]:
     return total, count
 
 
-def _group_proc_dirs(pgid: int) -> list[str]:
-    """``/proc/<pid>/`` of every process in group ``pgid``."""
+def _group_proc_dirs(pgid: int, living: bool = False) -> list[str]:
+    """``/proc/<pid>/`` of every process in group ``pgid`` (``living``: zombies left out)."""
     found = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             with open(stat) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:  # field 5: pgrp
-                    found.append(stat[: -len("stat")])
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and not (living and fields[0] in "ZX"):  # field 5: pgrp; field 3: state
+                found.append(stat[: -len("stat")])
     return found
 
 
@@ -116,19 +134,67 @@ def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
         proc.start()
         child.close()
         try:
-            if parent.poll(timeout):
-                status, payload = parent.recv()
+            status, payload = _wait(proc, parent, timeout)
         except EOFError:
             status, payload = "error", f"child died without a result (exit code {proc.exitcode})"
         finally:
-            if _reap(proc, grace=0 if status == "hang" else 5):
+            if _reap(proc, grace=5 if status in ("ok", "error") else 0):
                 _unlink_orphans(shm_before, started)
             parent.close()
     if status == "hang":
         raise LavaTimeoutError(f"lava run did not finish within {timeout:g} s (hang)")
+    if status == "worker died":
+        raise LavaWorkerDied(f"Lava process {payload} ended during the run (killed, or out of memory); the rest of the run was stopped")
     if status != "ok":
         raise LavaRunError(f"lava run failed in its child process:\n{payload}")
     return payload
+
+
+def _workers(pgid: int) -> tuple[set[str], set[str]]:
+    """The forked Python processes of group ``pgid`` (same command line as its leader, so
+    helpers a library runs through ``exec`` are left out): (living, zombie) ``/proc`` dirs."""
+    try:
+        with open(f"/proc/{pgid}/cmdline", "rb") as f:
+            leader = f.read()
+    except OSError:
+        return set(), set()
+    living, zombies = set(), set()
+    alive = set(_group_proc_dirs(pgid, living=True))
+    for proc_dir in _group_proc_dirs(pgid):
+        if proc_dir not in alive:
+            zombies.add(proc_dir)
+            continue
+        with contextlib.suppress(OSError):
+            with open(proc_dir + "cmdline", "rb") as f:
+                if f.read() == leader:
+                    living.add(proc_dir)
+    return living, zombies
+
+
+def _wait(proc: mp.process.BaseProcess, conn: Connection, timeout: float) -> tuple[str, Any]:
+    """Wait for the child's result; ``("hang", None)`` after ``timeout`` seconds, and
+    ``("worker died", pid)`` as soon as a worker of its group has died before the run
+    announced its shutdown (Lava would wait for it forever): a worker seen alive that is
+    gone (reaped when Lava started another process) or still a zombie ``POLL_S`` later."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    zombies: set[str] = set()
+    stopping = False
+    while (remaining := deadline - time.monotonic()) > 0:
+        if conn.poll(min(POLL_S, remaining)):
+            kind, payload = conn.recv()
+            if kind == "stopping":
+                stopping = True
+                continue
+            return kind, payload
+        if not stopping and proc.pid is not None:
+            living, now_zombies = _workers(proc.pid)
+            dead = (seen - living - now_zombies) | (zombies & now_zombies)
+            if dead and proc.is_alive():
+                return "worker died", int(sorted(dead)[0].split("/")[2])
+            seen |= living
+            zombies = now_zombies
+    return "hang", None
 
 
 def _reap(proc: mp.process.BaseProcess, grace: float) -> bool:

@@ -22,7 +22,7 @@ import nir
 import numpy as np
 
 from export.lava_package import read_manifest
-from lava_runtime.guard import group_memory, run_with_timeout
+from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
 from lava_runtime.plan import NetworkPlan, ProcessPlan, build_plan, lif_parameters
 
 MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
@@ -272,6 +272,7 @@ def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, st
         finished = time.perf_counter()
         memory, os_processes = group_memory()  # every Lava process is still alive here
     finally:
+        announce_stopping()  # workers ending from here on is the shutdown, not a failure
         anchor.stop()
         if bar is not None:
             bar.close()
