@@ -3,12 +3,14 @@ frees its shared memory before the command exits, with one line and exit code 12
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,73 +49,62 @@ def _group(pgid: int) -> list[int]:
     return members
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_stop_signal_leaves_no_lava_process_and_no_shared_memory(tmp_path, avdigits_cache, stop):
+@contextlib.contextmanager
+def running_simulation(tmp_path: Path, cache: Path, timeout: int) -> Iterator[dict]:
+    """`snnergy simulate` of a micro package in a subprocess, yielded once Lava's workers run
+    (``run["group"]``: the Lava process group); afterwards nothing of it is left running."""
     model = build_model(load_preset("tiny", **MICRO), seed=0)
     checkpoint = save_checkpoint(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.pt")
     write_lava_package(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.lava", source=checkpoint)
-    shm_before = set(glob.glob("/dev/shm/*"))
-    command = [sys.executable, "-m", "snnergy.cli", "simulate", str(tmp_path / "m.lava"), "--cache-dir", str(avdigits_cache),
-               "--samples", "400", "--lanes", "1", "--timeout", "120"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lava_group = None
+    run = {"shm_before": set(glob.glob("/dev/shm/*")), "group": None}
+    command = [sys.executable, "-m", "snnergy.cli", "simulate", str(tmp_path / "m.lava"), "--cache-dir", str(cache),
+               "--samples", "400", "--lanes", "1", "--timeout", str(timeout)]  # fmt: skip
+    run["proc"] = proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
-        while time.time() < deadline and lava_group is None:  # wait until Lava's workers run
+        while time.time() < deadline and run["group"] is None:  # wait until Lava's workers run
             for child in _children(proc.pid):
                 if len(_group(child)) >= 10:
-                    lava_group = child
+                    run["group"] = child
             time.sleep(0.2)
-        assert lava_group is not None, "the Lava run never started"
-        proc.send_signal(stop)
-        _, err = proc.communicate(timeout=60)
+        assert run["group"] is not None, "the Lava run never started"
+        yield run
     finally:
         if proc.poll() is None:
             proc.kill()
-        if lava_group is not None and _group(lava_group):  # never leave a Lava group behind, even on failure
-            os.killpg(lava_group, signal.SIGKILL)
-    assert proc.returncode == 128 + stop, err
-    assert f"stopped by {signal.Signals(stop).name}" in err and "Traceback" not in err, err
+        if run["group"] is not None and _group(run["group"]):  # never leave a Lava group behind, even on failure
+            os.killpg(run["group"], signal.SIGKILL)
+
+
+def assert_nothing_left(run: dict) -> None:
     time.sleep(0.5)
-    assert _group(lava_group) == []  # every Lava process is gone
-    assert set(glob.glob("/dev/shm/*")) <= shm_before  # and its shared memory with it
+    assert _group(run["group"]) == []  # every Lava process is gone
+    assert set(glob.glob("/dev/shm/*")) <= run["shm_before"]  # and its shared memory with it
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_leaves_no_lava_process_and_no_shared_memory(tmp_path, avdigits_cache, stop):
+    with running_simulation(tmp_path, avdigits_cache, timeout=120) as run:
+        run["proc"].send_signal(stop)
+        _, err = run["proc"].communicate(timeout=60)
+    assert run["proc"].returncode == 128 + stop, err
+    assert f"stopped by {signal.Signals(stop).name}" in err and "Traceback" not in err, err
+    assert_nothing_left(run)
 
 
 def test_a_worker_killed_mid_run_is_reported_within_seconds(tmp_path, avdigits_cache):
-    model = build_model(load_preset("tiny", **MICRO), seed=0)
-    checkpoint = save_checkpoint(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.pt")
-    write_lava_package(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.lava", source=checkpoint)
-    shm_before = set(glob.glob("/dev/shm/*"))
-    command = [sys.executable, "-m", "snnergy.cli", "simulate", str(tmp_path / "m.lava"), "--cache-dir", str(avdigits_cache),
-               "--samples", "400", "--lanes", "1", "--timeout", "300"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lava_group = None
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline and lava_group is None:
-            for child in _children(proc.pid):
-                if len(_group(child)) >= 10:
-                    lava_group = child
-            time.sleep(0.2)
-        assert lava_group is not None, "the Lava run never started"
+    with running_simulation(tmp_path, avdigits_cache, timeout=300) as run:
         sizes = [0, -1]
-        while sizes[-1] != sizes[-2] and time.time() < deadline:  # every worker started: the run is under way
+        while sizes[-1] != sizes[-2] and len(sizes) < 60:  # every worker started: the run is under way
             time.sleep(1.0)
-            sizes.append(len(_group(lava_group)))
+            sizes.append(len(_group(run["group"])))
         time.sleep(1.0)
-        victim = max(pid for pid in _group(lava_group) if pid != lava_group)
+        victim = max(pid for pid in _group(run["group"]) if pid != run["group"])
         killed_at = time.time()
         os.kill(victim, signal.SIGKILL)
-        _, err = proc.communicate(timeout=60)
+        _, err = run["proc"].communicate(timeout=60)
         reported_after = time.time() - killed_at
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if lava_group is not None and _group(lava_group):  # never leave a Lava group behind, even on failure
-            os.killpg(lava_group, signal.SIGKILL)
-    assert proc.returncode == 2, err
+    assert run["proc"].returncode == 2, err
     assert "ended during the run" in err and "Traceback" not in err, err
     assert reported_after < 15  # seconds, not the 300 s timeout
-    time.sleep(0.5)
-    assert _group(lava_group) == []
-    assert set(glob.glob("/dev/shm/*")) <= shm_before
+    assert_nothing_left(run)
