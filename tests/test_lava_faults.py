@@ -23,30 +23,24 @@ from snnergy.model import build_model
 MICRO = dict(image_size=16, embed_dim=16, time_steps=2, num_classes=10)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgrp) of every process, from /proc."""
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
+                state, ppid, pgrp = handle.read().rsplit(")", 1)[1].split()[:3]
         except OSError:
             continue
-        if int(fields[1]) == pid:  # field 4: ppid
-            found.append(int(stat.split("/")[2]))
-    return found
+        yield int(stat.split("/")[2]), state, int(ppid), int(pgrp)
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, _, ppid, _ in _processes() if ppid == pid]
 
 
 def _group(pgid: int) -> list[int]:
-    members = []
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(stat) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.split("/")[2]))
-    return members
+    """The living (not zombie) members of process group ``pgid``."""
+    return [member for member, state, _, pgrp in _processes() if pgrp == pgid and state != "Z"]
 
 
 @contextlib.contextmanager
