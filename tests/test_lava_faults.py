@@ -50,7 +50,7 @@ def running_simulation(tmp_path: Path, cache: Path, timeout: int) -> Iterator[di
     model = build_model(load_preset("tiny", **MICRO), seed=0)
     checkpoint = save_checkpoint(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.pt")
     write_lava_package(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.lava", source=checkpoint)
-    run = {"shm_before": set(glob.glob("/dev/shm/*")), "group": None}
+    run = {"group": None}
     command = [sys.executable, "-m", "snnergy.cli", "simulate", str(tmp_path / "m.lava"), "--cache-dir", str(cache),
                "--samples", "400", "--lanes", "1", "--timeout", str(timeout)]  # fmt: skip
     run["proc"] = proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -70,20 +70,31 @@ def running_simulation(tmp_path: Path, cache: Path, timeout: int) -> Iterator[di
             os.killpg(run["group"], signal.SIGKILL)
 
 
-def assert_nothing_left(run: dict) -> None:
+def shared_memory_of(pgid: int) -> set[str]:
+    """The /dev/shm files the processes of group ``pgid`` map (other runs' segments excluded)."""
+    segments: set[str] = set()
+    for pid in _group(pgid):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/maps") as handle:
+                segments.update(line.split(None, 5)[5].strip() for line in handle if " /dev/shm/" in line)
+    return segments
+
+
+def assert_nothing_left(run: dict, segments: set[str]) -> None:
     time.sleep(0.5)
     assert _group(run["group"]) == []  # every Lava process is gone
-    assert set(glob.glob("/dev/shm/*")) <= run["shm_before"]  # and its shared memory with it
+    assert segments and not [path for path in segments if os.path.exists(path)]  # and its shared memory with it
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_stop_signal_leaves_no_lava_process_and_no_shared_memory(tmp_path, avdigits_cache, stop):
     with running_simulation(tmp_path, avdigits_cache, timeout=120) as run:
+        segments = shared_memory_of(run["group"])
         run["proc"].send_signal(stop)
         _, err = run["proc"].communicate(timeout=60)
     assert run["proc"].returncode == 128 + stop, err
     assert f"stopped by {signal.Signals(stop).name}" in err and "Traceback" not in err, err
-    assert_nothing_left(run)
+    assert_nothing_left(run, segments)
 
 
 def test_a_worker_killed_mid_run_is_reported_within_seconds(tmp_path, avdigits_cache):
@@ -93,6 +104,7 @@ def test_a_worker_killed_mid_run_is_reported_within_seconds(tmp_path, avdigits_c
             time.sleep(1.0)
             sizes.append(len(_group(run["group"])))
         time.sleep(1.0)
+        segments = shared_memory_of(run["group"])
         victim = max(pid for pid in _group(run["group"]) if pid != run["group"])
         killed_at = time.time()
         os.kill(victim, signal.SIGKILL)
@@ -101,4 +113,4 @@ def test_a_worker_killed_mid_run_is_reported_within_seconds(tmp_path, avdigits_c
     assert run["proc"].returncode == 2, err
     assert "ended during the run" in err and "Traceback" not in err, err
     assert reported_after < 15  # seconds, not the 300 s timeout
-    assert_nothing_left(run)
+    assert_nothing_left(run, segments)
