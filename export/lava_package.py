@@ -24,6 +24,9 @@ tests/test_lava_smoke.py, docs/lava.md) and lava-dl's CUBA conventions:
 
 Lava fires on ``v > vth`` where SpikingJelly fires on ``v >= vth``: with integer membranes
 an exact tie is possible, one source of the fixed-point mode's (measured) disagreement.
+
+The format itself (file names, manifest checks, array keys, bit widths, bias encoding)
+lives in :mod:`export.package_format`, which the runtime reads too.
 """
 
 from __future__ import annotations
@@ -38,18 +41,24 @@ import nir
 import numpy as np
 
 from export.nir_model import build_nir_graph, nir_population_name, summarise
+from export.package_format import (
+    ACTIVATION_SHIFT,
+    DECAY_ONE,
+    ENERGY_FILE,
+    FIXED_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    GRAPH_FILE,
+    MANIFEST,
+    VTH_MAX,
+    WEIGHT_MAX,
+    bias_to_fixed,
+    population_key,
+    sha256,
+    synapse_key,
+)
 from snnergy.atomic import staged
 from snnergy.checkpoint import Checkpoint
-
-FORMAT = "snnergy-lava-package"
-FORMAT_VERSION = 2  # 2: content hashes of the files and the model fingerprint
-KNOWN_VERSIONS = (1, 2)
-WEIGHT_MAX = 254  # mixed-sign 8-bit weights keep even values in [-256, 254]
-VTH_MAX = 2**17 - 1
-BIAS_MANT_MAX = 2**12 - 1
-BIAS_EXP_MAX = 7
-DECAY_ONE = 4096
-
 
 def _versions() -> dict[str, str]:
     result = {}
@@ -73,16 +82,6 @@ def population_scale(weights: list[np.ndarray], threshold: float) -> int:
     return int(2 ** np.floor(np.log2(limit))) if np.isfinite(limit) else 2**10
 
 
-def bias_to_fixed(bias_units: np.ndarray) -> tuple[np.ndarray, int]:
-    """``bias_mant << bias_exp`` closest to ``bias_units`` with a 13-bit mantissa."""
-    largest = float(np.abs(bias_units).max()) if bias_units.size else 0.0
-    exponent = 0
-    while exponent < BIAS_EXP_MAX and largest / 2**exponent > BIAS_MANT_MAX:
-        exponent += 1
-    mantissa = np.clip(np.round(bias_units / 2**exponent), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int32)
-    return mantissa, exponent
-
-
 def quantise(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
     """Integer parameters of every LIF population and of the synaptic nodes feeding it."""
     sources_of = defaultdict(list)
@@ -99,18 +98,18 @@ def quantise(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
         effective = {s: np.asarray(graph.nodes[s].weight, dtype=np.float64) / tau_steps for s in synapses}
         unit = [np.array([1.0 / tau_steps])] if direct else []
         scale = population_scale(list(effective.values()) + unit, threshold)
-        arrays[f"{name}/scale"] = np.array(scale, dtype=np.int64)
+        arrays[population_key(name, "scale")] = np.array(scale, dtype=np.int64)
         # memoryless threshold units (tau = one step) get the largest 12-bit decay: 1/4096 of v remains
-        arrays[f"{name}/dv"] = np.array(min(DECAY_ONE - 1, round(DECAY_ONE / tau_steps)), dtype=np.int32)
-        arrays[f"{name}/du"] = np.array(DECAY_ONE - 1, dtype=np.int32)
-        arrays[f"{name}/vth_mant"] = np.array(round(scale * threshold), dtype=np.int32)
-        arrays[f"{name}/direct_weight"] = np.array(round(scale / tau_steps), dtype=np.int32)
+        arrays[population_key(name, "dv")] = np.array(min(DECAY_ONE - 1, round(DECAY_ONE / tau_steps)), dtype=np.int32)
+        arrays[population_key(name, "du")] = np.array(DECAY_ONE - 1, dtype=np.int32)
+        arrays[population_key(name, "vth_mant")] = np.array(round(scale * threshold), dtype=np.int32)
+        arrays[population_key(name, "direct_weight")] = np.array(round(scale / tau_steps), dtype=np.int32)
         for source, weight in effective.items():
-            arrays[f"{name}/in/{source}/weight_mant"] = even_round(scale * weight)
+            arrays[synapse_key(name, source, "weight_mant")] = even_round(scale * weight)
             bias = np.asarray(graph.nodes[source].bias, dtype=np.float64) / tau_steps
-            mantissa, exponent = bias_to_fixed(64 * scale * bias)
-            arrays[f"{name}/in/{source}/bias_mant"] = mantissa
-            arrays[f"{name}/in/{source}/bias_exp"] = np.array(exponent, dtype=np.int32)
+            mantissa, exponent = bias_to_fixed((1 << ACTIVATION_SHIFT) * scale * bias)
+            arrays[synapse_key(name, source, "bias_mant")] = mantissa
+            arrays[synapse_key(name, source, "bias_exp")] = np.array(exponent, dtype=np.int32)
     return arrays
 
 
@@ -139,13 +138,13 @@ def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point:
 
 def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None) -> dict[str, Any]:
     graph = build_nir_graph(checkpoint)
-    nir.write(out_dir / "model.nir", graph)
-    (out_dir / "energy.json").write_text(json.dumps(energy_description(checkpoint, graph)))
+    nir.write(out_dir / GRAPH_FILE, graph)
+    (out_dir / ENERGY_FILE).write_text(json.dumps(energy_description(checkpoint, graph)))
     config = checkpoint.model_config
-    files = {"graph": "model.nir", "energy": "energy.json"}
+    files = {"graph": GRAPH_FILE, "energy": ENERGY_FILE}
     if fixed_point:
-        np.savez_compressed(out_dir / "fixed_point.npz", **quantise(graph))
-        files["fixed_point"] = "fixed_point.npz"
+        np.savez_compressed(out_dir / FIXED_FILE, **quantise(graph))
+        files["fixed_point"] = FIXED_FILE
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -167,63 +166,19 @@ def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: boo
         "versions": _versions(),
         "source_checkpoint": _source(source),
         "files": files,
-        "hashes": {name: _sha256(out_dir / name) for name in files.values()},
+        "hashes": {name: sha256(out_dir / name) for name in files.values()},
         "fingerprint": checkpoint.fingerprint(),
         "stages": summarise(graph),
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return {"path": str(out_dir), "nodes": len(graph.nodes), "edges": len(graph.edges), "fixed_point": fixed_point, "files": sorted(files.values()) + ["manifest.json"]}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return {"path": str(out_dir), "nodes": len(graph.nodes), "edges": len(graph.edges), "fixed_point": fixed_point, "files": sorted(files.values()) + [MANIFEST]}
 
 
 def _source(path: str | Path | None) -> dict[str, str] | None:
     if path is None:
         return None
     path = Path(path).resolve()
-    return {"path": str(path), "sha256": _sha256(path)}
-
-
-def read_manifest(package_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a package, checked before anything is run: a known format version,
-    every file inside the package and unchanged since export (SHA-256), and the numbers
-    that must agree (time steps, class names, dt). Every failure is one ``ValueError`` line."""
-    package_dir = Path(package_dir)
-    path = package_dir / "manifest.json"
-    if not path.is_file():
-        raise ValueError(f"{package_dir} is not an SNNergy Lava package: {path} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an SNNergy Lava package manifest")
-    if manifest.get("format_version") not in KNOWN_VERSIONS:
-        raise ValueError(f"{path}: format_version {manifest.get('format_version')!r} is not one this SNNergy reads {KNOWN_VERSIONS}; re-export the package")
-    root = package_dir.resolve()
-    hashes = manifest.get("hashes", {})
-    for role, name in manifest["files"].items():
-        file = (package_dir / name).resolve()
-        if Path(name).is_absolute() or root not in file.parents:
-            raise ValueError(f"{path}: the {role} file {name!r} lies outside the package; re-export the package")
-        if not file.is_file():
-            raise ValueError(f"{package_dir}: file {name} named in the manifest is missing")
-        if name in hashes and _sha256(file) != hashes[name]:
-            raise ValueError(f"{package_dir}: {name} changed since export (SHA-256 differs from the manifest); re-export the package")
-    if manifest["format_version"] >= 2 and set(hashes) != set(manifest["files"].values()):
-        raise ValueError(f"{path}: the manifest lists no content hash for some of its files; re-export the package")
-    config = manifest["model_config"]
-    if manifest["time_steps"] != config["time_steps"]:
-        raise ValueError(f"{path}: time_steps {manifest['time_steps']} disagrees with the model's {config['time_steps']}")
-    if len(manifest["class_names"]) != config["num_classes"]:
-        raise ValueError(f"{path}: {len(manifest['class_names'])} class names for a model with {config['num_classes']} classes")
-    if not isinstance(manifest.get("dt"), (int, float)) or not manifest["dt"] > 0:
-        raise ValueError(f"{path}: dt must be a positive number of seconds, got {manifest.get('dt')!r}")
-    return manifest
+    return {"path": str(path), "sha256": sha256(path)}
 
 
 def run_lava_export(checkpoint: Checkpoint, args) -> int:

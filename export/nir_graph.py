@@ -35,11 +35,12 @@ import numpy as np
 import torch
 from spikingjelly.activation_based import layer, neuron
 
+from export.nir_reference import NIRLIF
+from export.package_format import DT
 from snnergy.layers.block import SpikingMLP
 from snnergy.layers.projection import ConvBN2d, TokenProjection
 from snnergy.layers.spds import SPDS
 
-DT = 1e-3  # seconds per SpikingJelly timestep in the continuous NIR parameters
 
 
 @dataclass
@@ -223,24 +224,6 @@ def cmqka_pathway_subgraph(attn, pathway: str, grid_shape: tuple[int, int, int],
         (f"{p}.k_lif", f"{p}.and"),
     ]
     return Subgraph(nodes, edges, {"query": [f"{p}.q_proj"], "key": [f"{p}.k_proj"]}, f"{p}.and", shape)
-
-
-class NIRLIF(torch.nn.Module):
-    """NIR's LIF integrated with Euler steps of ``dt``: the reference semantics under which
-    nirtorch (which ships no neuron models) runs our graphs. Stateful in nirtorch's sense:
-    ``forward(x, state) -> (spikes, state)``."""
-
-    def __init__(self, node: nir.LIF, dt: float = DT):
-        super().__init__()
-        for key in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
-            self.register_buffer(key, torch.from_numpy(np.asarray(getattr(node, key), dtype=np.float32)))
-        self.dt = dt
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        v = self.v_reset.expand_as(x) if state is None else state
-        v = v + self.dt / self.tau * ((self.v_leak - v) + self.r * x)
-        spikes = (v >= self.v_threshold).to(x.dtype)
-        return spikes, spikes * self.v_reset + (1 - spikes) * v
 
 
 def to_nirtorch(graph: nir.NIRGraph) -> torch.nn.Module:

@@ -36,7 +36,6 @@ import torch
 from spikingjelly.activation_based import layer, neuron
 
 from export.nir_graph import (
-    DT,
     conv_node,
     head_broadcast_node,
     head_sum_node,
@@ -44,6 +43,7 @@ from export.nir_graph import (
     memoryless_threshold,
     spike_or_nodes,
 )
+from export.package_format import DT
 from snnergy.checkpoint import Checkpoint
 from snnergy.layers.block import MODALITIES, CrossModalBlock, SpikingMLP
 from snnergy.layers.cmqka import CMQKAttention

@@ -2,7 +2,7 @@
 
 Runs the graph layer by layer over whole sequences ``[T, B, ...]`` in topological order:
 LIF nodes integrate NIR's equation with Euler steps of the graph's ``dt``
-(:class:`export.nir_graph.NIRLIF`), synaptic nodes act frame by frame, incoming edges are
+(:class:`NIRLIF`), synaptic nodes act frame by frame, incoming edges are
 summed (NIR semantics) except into the extension nodes, which apply their documented
 operation. It needs only the ``.nir`` file, never the PyTorch model: it is how the export
 is checked end to end against PyTorch, and the semantics a Lava runtime must match.
@@ -17,7 +17,25 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.nir_graph import DT, NIRLIF
+from export.package_format import DT
+
+
+class NIRLIF(torch.nn.Module):
+    """NIR's LIF integrated with Euler steps of ``dt``: the reference semantics under which
+    nirtorch (which ships no neuron models) runs our graphs. Stateful in nirtorch's sense:
+    ``forward(x, state) -> (spikes, state)``."""
+
+    def __init__(self, node: nir.LIF, dt: float = DT):
+        super().__init__()
+        for key in ("tau", "r", "v_leak", "v_threshold", "v_reset"):
+            self.register_buffer(key, torch.from_numpy(np.asarray(getattr(node, key), dtype=np.float32)))
+        self.dt = dt
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.v_reset.expand_as(x) if state is None else state
+        v = v + self.dt / self.tau * ((self.v_leak - v) + self.r * x)
+        spikes = (v >= self.v_threshold).to(x.dtype)
+        return spikes, spikes * self.v_reset + (1 - spikes) * v
 
 
 def topological_order(graph: nir.NIRGraph) -> list[str]:

@@ -1,10 +1,15 @@
-"""Run a Lava network in a forked child under a time limit.
+"""Run a Lava network in a child interpreter under a time limit.
 
 A misconfigured Lava network (a float parameter in fixed point, a port left unconnected)
-hangs instead of failing. Every run therefore happens in a forked child (Lava needs the
-fork start method) in its own process group: on timeout the whole group, Lava's worker
-processes included, is killed and the shared-memory segments it mapped are unlinked, since
-a killed Lava runtime leaks them.
+hangs instead of failing. Every run therefore happens in a child process in its own
+process group: on timeout the whole group, Lava's worker processes included, is killed and
+the shared-memory segments it mapped are unlinked, since a killed Lava runtime leaks them.
+
+The child is a fresh Python interpreter, not a fork of the caller: it imports only the
+function it runs (``lava_runtime.network`` needs the package format, numpy, torch and
+Lava), so the dozens of workers Lava forks from it do not inherit, and slowly copy, a
+caller's heap holding the PyTorch model, SpikingJelly and a dataset. The function and its
+arguments travel pickled on the child's stdin; its result comes back through a pipe.
 
 The same cleanup runs when the command itself is told to stop: while the child runs, the
 parent turns SIGTERM, SIGINT and SIGHUP into ``LavaInterrupted``, kills the child's group,
@@ -16,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import multiprocessing as mp
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -84,16 +91,40 @@ def _stop_signals_raise() -> Any:
             signal.signal(sig, old)
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+CHILD_COMMAND = "from lava_runtime.guard import _child_main; _child_main()"
+
+
+def _child_main() -> None:
+    """The child interpreter: read ``sys.path`` and ``(fn, args)`` from stdin, run, report."""
     global _announce
-    os.setpgid(0, 0)  # own process group: a hung runtime and its workers die together
+    conn = Connection(int(sys.argv[-1]), readable=False)
     _announce = conn
     try:
+        paths = pickle.load(sys.stdin.buffer)  # the caller's, so its modules (tests too) import
+        sys.path[:0] = [path for path in paths if path not in sys.path]
+        fn, args = pickle.load(sys.stdin.buffer)
         conn.send(("ok", fn(*args)))
     except BaseException:  # noqa: BLE001 - report anything to the parent
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _start_child(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[subprocess.Popen, Connection]:
+    """A fresh interpreter in its own process group, running ``fn(*args)``."""
+    payload = pickle.dumps(sys.path) + pickle.dumps((fn, args))
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD_COMMAND, str(write_fd)], stdin=subprocess.PIPE,
+                                pass_fds=(write_fd,), process_group=0)  # fmt: skip
+    finally:
+        os.close(write_fd)
+    try:
+        proc.stdin.write(payload)
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at start; its stderr says why, the result pipe says EOF
+        pass
+    return proc, Connection(read_fd, writable=False)
 
 
 def group_memory() -> tuple[int, int]:
@@ -124,23 +155,21 @@ def _group_proc_dirs(pgid: int, living: bool = False) -> list[str]:
 
 
 def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
-    """``fn(*args)`` in a forked child; raises ``LavaTimeoutError`` after ``timeout`` seconds."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
+    """``fn(*args)`` in a child interpreter; raises ``LavaTimeoutError`` after ``timeout`` seconds.
+
+    ``fn`` must be importable by name (a module-level function) and ``args`` picklable."""
     status, payload = "hang", None
     shm_before, started = set(glob.glob("/dev/shm/*")), time.time()
     with _stop_signals_raise():
-        proc = ctx.Process(target=_child, args=(child, fn, args))
-        proc.start()
-        child.close()
+        proc, conn = _start_child(fn, args)
         try:
-            status, payload = _wait(proc, parent, timeout)
+            status, payload = _wait(proc, conn, timeout)
         except EOFError:
-            status, payload = "error", f"child died without a result (exit code {proc.exitcode})"
+            status, payload = "error", f"child died without a result (exit code {proc.wait()})"
         finally:
             if _reap(proc, grace=5 if status in ("ok", "error") else 0):
                 _unlink_orphans(shm_before, started)
-            parent.close()
+            conn.close()
     if status == "hang":
         raise LavaTimeoutError(f"lava run did not finish within {timeout:g} s (hang)")
     if status == "worker died":
@@ -171,7 +200,7 @@ def _workers(pgid: int) -> tuple[set[str], set[str]]:
     return living, zombies
 
 
-def _wait(proc: mp.process.BaseProcess, conn: Connection, timeout: float) -> tuple[str, Any]:
+def _wait(proc: subprocess.Popen, conn: Connection, timeout: float) -> tuple[str, Any]:
     """Wait for the child's result; ``("hang", None)`` after ``timeout`` seconds, and
     ``("worker died", pid)`` as soon as a worker of its group has died before the run
     announced its shutdown (Lava would wait for it forever): a worker seen alive that is
@@ -187,31 +216,30 @@ def _wait(proc: mp.process.BaseProcess, conn: Connection, timeout: float) -> tup
                 stopping = True
                 continue
             return kind, payload
-        if not stopping and proc.pid is not None:
+        if not stopping:
             living, now_zombies = _workers(proc.pid)
             dead = (seen - living - now_zombies) | (zombies & now_zombies)
-            if dead and proc.is_alive():
+            if dead and proc.poll() is None:
                 return "worker died", int(sorted(dead)[0].split("/")[2])
             seen |= living
             zombies = now_zombies
     return "hang", None
 
 
-def _reap(proc: mp.process.BaseProcess, grace: float) -> bool:
-    """Join ``proc``; after ``grace`` seconds kill it with every process it forked, free its
-    shm (the group is stopped first, so none maps a new segment while we list them).
+def _reap(proc: subprocess.Popen, grace: float) -> bool:
+    """Wait for ``proc``; after ``grace`` seconds kill it with every process it forked, free
+    its shm (the group is stopped first, so none maps a new segment while we list them).
     Returns whether it had to kill."""
-    proc.join(grace)
-    if not proc.is_alive():
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    if proc.poll() is not None and not _group_proc_dirs(proc.pid, living=True):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGSTOP)
     segments = _shm_segments_of_group(proc.pid)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # the child had not yet made its own process group
-        proc.kill()
-    proc.join()
+    proc.wait()
     for path in segments:
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -21,6 +21,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from torch.nn import functional as F
 
+from export.package_format import FRAC_BITS, to_fixed
 from lava_runtime.processes import (
     MAX_INPUTS,
     Delay,
@@ -34,13 +35,7 @@ from lava_runtime.processes import (
     TokenMean,
 )
 
-FRAC_BITS = 12
 ONE = 1 << FRAC_BITS
-
-
-def to_fixed(values: np.ndarray) -> np.ndarray:
-    """Real values as integers with ``FRAC_BITS`` fractional bits."""
-    return np.round(np.asarray(values, dtype=np.float64) * ONE).astype(np.int64)
 
 
 def apply_ops(ops: list[tuple[str, dict[str, Any]]], x: np.ndarray, dtype: torch.dtype) -> np.ndarray:

@@ -21,13 +21,12 @@ from typing import Any
 import nir
 import numpy as np
 
-from export.lava_package import read_manifest
+from export.package_format import FRAC_BITS, bias_to_fixed, population_key, read_manifest, synapse_key, to_fixed
 from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
 from lava_runtime.plan import NetworkPlan, ProcessPlan, build_plan, lif_parameters
 
 MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
 REAL_VALUED = ("input", "token_mean", "time_mean", "product", "ssa_attention")
-BIAS_MANT_MAX = 4095
 # SpikingJelly fires on v >= vth, Lava on v > vth << 6: with integer membranes exact ties
 # happen. One LSB of bias per step (1/64 of a weight unit; the bias is not shifted by 6)
 # turns a tie into a spike and moves no other decision.
@@ -109,7 +108,7 @@ class _Builder:
         fixed = self.mode == "fixed" and target is not None
         if isinstance(node, nir.Conv2d):
             if fixed:
-                weight = torch.from_numpy(self.package.fixed[f"{target}/in/{name}/weight_mant"].astype(np.float64))
+                weight = torch.from_numpy(self.package.fixed[synapse_key(target, name, "weight_mant")].astype(np.float64))
                 bias = None
             else:
                 weight = torch.from_numpy(np.asarray(node.weight, np.float32))
@@ -136,9 +135,9 @@ class _Builder:
         ops = []
         conv = last_node is not None and isinstance(self.graph.nodes[last_node], nir.Conv2d)
         if not conv:
-            ops.append(("scale", {"factor": float(self.package.fixed[f"{target}/direct_weight"])}))
+            ops.append(("scale", {"factor": float(self.package.fixed[population_key(target, "direct_weight")])}))
         if source_kind in REAL_VALUED:
-            ops.append(("shift", {"bits": _frac_bits()}))
+            ops.append(("shift", {"bits": FRAC_BITS}))
         return ops
 
     # ----------------------------------------------------------------- processes
@@ -204,22 +203,22 @@ class _Builder:
             return P.NeuroCore(du=1.0, dv=params["dv"], vth=params["vth"], **common)
         fixed = self.package.fixed
         mantissa, exponent = self._fixed_bias(plan, shape)
-        return P.NeuroCore(du=int(fixed[f"{plan.name}/du"]), dv=int(fixed[f"{plan.name}/dv"]), vth=int(fixed[f"{plan.name}/vth_mant"]),
+        return P.NeuroCore(du=int(fixed[population_key(plan.name, "du")]), dv=int(fixed[population_key(plan.name, "dv")]),
+                           vth=int(fixed[population_key(plan.name, "vth_mant")]),
                            bias_mant=mantissa, bias_exp=exponent, **common)  # fmt: skip
 
     def _fixed_bias(self, plan: ProcessPlan, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded."""
+        fixed = self.package.fixed
         total = np.zeros(shape[1:], dtype=np.int64)
         for spec in plan.params["inputs"]:
-            key = f"{plan.name}/in/{spec['nodes'][-1]}/bias_mant" if spec["nodes"] else None
-            if key in self.package.fixed:
-                exponent = int(self.package.fixed[key.replace("bias_mant", "bias_exp")])
-                total += (self.package.fixed[key].astype(np.int64) << exponent).reshape((-1,) + (1,) * (len(shape) - 2))
-        total += TIE_BREAK
-        exponent = 0
-        while exponent < 7 and np.abs(total).max(initial=0) >> exponent > BIAS_MANT_MAX:
-            exponent += 1
-        mantissa = np.clip(np.round(total / 2**exponent), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int32)
+            if not spec["nodes"]:
+                continue
+            key = synapse_key(plan.name, spec["nodes"][-1], "bias_mant")
+            if key in fixed:
+                exponent = int(fixed[synapse_key(plan.name, spec["nodes"][-1], "bias_exp")])
+                total += (fixed[key].astype(np.int64) << exponent).reshape((-1,) + (1,) * (len(shape) - 2))
+        mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
         return np.broadcast_to(mantissa, shape).copy(), np.full(shape, exponent, dtype=np.int32)
 
     def _connect(self) -> None:
@@ -231,12 +230,6 @@ class _Builder:
                 out = source_proc.s_out if self.plan.processes[source].kind in ("input", "lif") else source_proc.a_out
                 port_name = ports[plan.kind][index] if plan.kind in ports else (f"in{index}" if plan.kind == "lif" else "s_in")
                 out.connect(getattr(proc, port_name))
-
-
-def _frac_bits() -> int:
-    from lava_runtime.models import FRAC_BITS
-
-    return FRAC_BITS
 
 
 def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool) -> dict[str, Any]:
@@ -319,7 +312,7 @@ def simulate(
             padded = np.zeros((windows * lanes, *data.shape[1:]), dtype=np.float64)
             padded[:samples] = data
             block = padded.reshape(windows, lanes, *data.shape[1:]).swapaxes(1, 2).reshape(windows * time_steps, lanes, *data.shape[2:])
-            frames[: windows * time_steps] = block if mode == "float" else _to_fixed(block)
+            frames[: windows * time_steps] = block if mode == "float" else to_fixed(block).astype(np.int32)
             frames.flush()
             del frames
         np.lib.format.open_memmap(work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, lanes, *plan.processes[plan.output].shape))
@@ -342,9 +335,3 @@ def simulate(
         logits=logits, spikes=spikes, mode=mode, lanes=lanes, steps=steps, latency=plan.latency,
         processes=len(plan.processes), process_counts=dict(kinds), **timings,
     )  # fmt: skip
-
-
-def _to_fixed(values: np.ndarray) -> np.ndarray:
-    from lava_runtime.models import to_fixed
-
-    return to_fixed(values).astype(np.int32)

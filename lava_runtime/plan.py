@@ -35,7 +35,7 @@ import nir
 import numpy as np
 import torch
 
-from export.nir_graph import DT
+from export.package_format import DT
 from export.nir_reference import delay_steps, run_graph, topological_order
 
 SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)

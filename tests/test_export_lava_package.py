@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from export.cli import main as export_main
-from export.lava_package import read_manifest, write_lava_package
+from export.lava_package import write_lava_package
+from export.package_format import read_manifest
 from snnergy.checkpoint import from_model, save_checkpoint
 from snnergy.config import load_preset
 from snnergy.model import build_model
