@@ -203,10 +203,15 @@ def _workers(pgid: int) -> tuple[set[str], set[str]]:
 def _wait(proc: subprocess.Popen, conn: Connection, timeout: float) -> tuple[str, Any]:
     """Wait for the child's result; ``("hang", None)`` after ``timeout`` seconds, and
     ``("worker died", pid)`` as soon as a worker of its group has died before the run
-    announced its shutdown (Lava would wait for it forever): a worker seen alive that is
-    gone (reaped when Lava started another process) or still a zombie ``POLL_S`` later."""
+    announced its shutdown (Lava would wait for it forever).
+
+    A worker is a process of the group running the leader's program, seen alive in two
+    polls in a row (a helper the child forks to ``exec`` something else lives for
+    milliseconds with the leader's command line); it has died when it is gone (reaped when
+    Lava started another process) or still a zombie ``POLL_S`` later."""
     deadline = time.monotonic() + timeout
-    seen: set[str] = set()
+    workers: set[str] = set()
+    previous: set[str] = set()
     zombies: set[str] = set()
     stopping = False
     while (remaining := deadline - time.monotonic()) > 0:
@@ -218,11 +223,11 @@ def _wait(proc: subprocess.Popen, conn: Connection, timeout: float) -> tuple[str
             return kind, payload
         if not stopping:
             living, now_zombies = _workers(proc.pid)
-            dead = (seen - living - now_zombies) | (zombies & now_zombies)
-            if dead and proc.poll() is None:
+            dead = ((workers - living - now_zombies) | (zombies & now_zombies)) & workers
+            if dead and proc.poll() is None and not conn.poll(0):  # not if "stopping" just arrived
                 return "worker died", int(sorted(dead)[0].split("/")[2])
-            seen |= living
-            zombies = now_zombies
+            workers |= living & previous
+            previous, zombies = living, now_zombies
     return "hang", None
 
 

@@ -293,22 +293,36 @@ class _CoreMixin:
         line.append(x)
         return line.pop(0)
 
-    def _current(self) -> np.ndarray:
-        total, port = None, 0
+    def _receive(self) -> list[np.ndarray]:
+        """Every port's message this step, through its delay line (read every step, active or not)."""
+        received, port = [], 0
         for group in self.proc_params["inputs"]:
-            summed = None
             for delay, shift in zip(group["delays"], group["shifts"]):
                 x = self._port(port, delay + shift)
                 if shift and (self.time_step - self.reset_offset) % self.reset_interval < shift:
                     x = np.zeros_like(x)  # a causal tap reads nothing from before its sample's first frame
-                summed = x if summed is None else summed + x
+                received.append(x)
                 port += 1
+        return received
+
+    def _current(self, received: list[np.ndarray]) -> np.ndarray:
+        total, port = None, 0
+        for group in self.proc_params["inputs"]:
+            summed = None
+            for x in received[port : port + len(group["delays"])]:
+                summed = x if summed is None else summed + x
+            port += len(group["delays"])
             current = apply_ops(group["ops"], summed, self.synapse_dtype)
             total = current if total is None else total + current
         return self.as_activation(total)
 
     def run_spk(self) -> None:
-        activation = self._current()
+        received = self._receive()
+        first, last = self.proc_params["active_steps"]
+        if not first <= self.time_step <= last:  # no sample here: idle (see NeuroCore)
+            self.s_out.send(np.zeros(self.v.shape, dtype=bool))
+            return
+        activation = self._current(received)
         if (self.time_step % self.reset_interval) == self.reset_offset:
             self.u *= 0
             self.v *= 0

@@ -31,6 +31,11 @@ REAL_VALUED = ("input", "token_mean", "time_mean", "product", "ssa_attention")
 # happen. One LSB of bias per step (1/64 of a weight unit; the bias is not shifted by 6)
 # turns a tie into a spike and moves no other decision.
 TIE_BREAK = 1
+# Messages buffered per Lava channel (lava's default: 64). Every process sends and receives
+# once per step and no step starts before every process has finished the last, so a channel
+# never holds more than one message; 2 leaves slack for the sender's acknowledgement thread.
+# Each channel's shared memory is this many messages: 64 put 7.3 GB in /dev/shm for the s preset.
+CHANNEL_SIZE = 2
 
 
 @dataclass
@@ -196,8 +201,10 @@ class _Builder:
             ops += self._into_neuron(plan.name, _origin(self.plan, group["sources"][0]).kind, last)
             inputs.append({"ops": ops, "delays": group["delays"], "shifts": group["shifts"]})
         in_shapes = [(self.lanes, *self.plan.processes[source].shape) for source in plan.sources]
+        window_steps = self.steps - self.plan.latency  # every sample window, back to back
         common = dict(shape=shape, in_shapes=in_shapes, inputs=inputs, reset_interval=self.plan.time_steps,
-                      reset_offset=(1 + plan.latency) % self.plan.time_steps, record_path=str(record), name=plan.name)  # fmt: skip
+                      reset_offset=(1 + plan.latency) % self.plan.time_steps, record_path=str(record),
+                      active_steps=(plan.latency + 1, plan.latency + window_steps), name=plan.name)  # fmt: skip
         if self.mode == "float":
             params = lif_parameters(node, self.dt)
             return P.NeuroCore(du=1.0, dv=params["dv"], vth=params["vth"], **common)
@@ -208,18 +215,19 @@ class _Builder:
                            bias_mant=mantissa, bias_exp=exponent, **common)  # fmt: skip
 
     def _fixed_bias(self, plan: ProcessPlan, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded."""
+        """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded;
+        one value per channel, ``[1, C, 1, ...]`` (it broadcasts over lanes and positions)."""
         fixed = self.package.fixed
-        total = np.zeros(shape[1:], dtype=np.int64)
+        total = np.zeros((1, shape[1]) + (1,) * (len(shape) - 2), dtype=np.int64)
         for spec in plan.params["inputs"]:
             if not spec["nodes"]:
                 continue
             key = synapse_key(plan.name, spec["nodes"][-1], "bias_mant")
             if key in fixed:
                 exponent = int(fixed[synapse_key(plan.name, spec["nodes"][-1], "bias_exp")])
-                total += (fixed[key].astype(np.int64) << exponent).reshape((-1,) + (1,) * (len(shape) - 2))
+                total += (fixed[key].astype(np.int64) << exponent).reshape(total.shape)
         mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
-        return np.broadcast_to(mantissa, shape).copy(), np.full(shape, exponent, dtype=np.int32)
+        return mantissa, np.full(total.shape, exponent, dtype=np.int32)
 
     def _connect(self) -> None:
         ports = {"product": ("a_in", "b_in"), "ssa_attention": ("q_in", "k_in", "v_in")}
@@ -253,7 +261,7 @@ def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, st
 
         bar = tqdm(total=steps, desc=f"lava ({mode}, {lanes} lanes)", unit="step", leave=False)
     try:
-        anchor.run(condition=RunSteps(num_steps=1), run_cfg=config)  # compiles and starts every process
+        anchor.run(condition=RunSteps(num_steps=1), run_cfg=config, compile_config={"pypy_channel_size": CHANNEL_SIZE})  # compiles, starts
         compiled = time.perf_counter()
         done = 1
         while done < steps:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 import lava_runtime  # noqa: F401  (import hooks before the first lava import)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
 from lava.proc.lif.process import LIFReset
 
 
@@ -109,13 +112,26 @@ class NeuroCore(LIFReset):
     ``{"delays": [steps per port], "ops": [...]}``: a group sums its ports (the next
     ``len(delays)`` ones, each delayed) and applies its synapse chain. Spikes are also
     written, step by step, to ``record_path`` (a ``.npy`` memory map ``(steps, *shape)``).
+
+    ``active_steps`` (first, last) are the steps its sample windows cover. Before the first
+    sample reaches it (pipeline fill) and after the last has left (drain), nothing it
+    computes is read by anyone: every consumer's windows line up with its own through the
+    plan's delays, and every window starts from a reset. There it idles, as a Loihi core
+    without input does: it keeps receiving (and delaying) but sends no spikes.
     """
 
-    def __init__(self, *, in_shapes: list[tuple[int, ...]], inputs: list[dict[str, Any]], record_path: str, **kwargs: Any):
+    def __init__(self, *, in_shapes: list[tuple[int, ...]], inputs: list[dict[str, Any]], record_path: str,
+                 active_steps: tuple[int, int], **kwargs: Any):  # fmt: skip
         if not 0 < len(in_shapes) <= MAX_INPUTS or len(in_shapes) != sum(len(group["delays"]) for group in inputs):
             raise ValueError(f"a neuron core takes 1 to {MAX_INPUTS} inputs, got {len(in_shapes)}")
+        bias_mant, bias_exp = np.asarray(kwargs.pop("bias_mant", 0)), np.asarray(kwargs.pop("bias_exp", 0))
         super().__init__(**kwargs)
+        # the bias is one value per channel: held as [1, C, 1, ...] (or one number), not one per
+        # unit and lane as LIFReset's Vars would be (at the s preset those were ~25 MB per population)
+        self.bias_mant = Var(shape=bias_mant.shape or (1,), init=bias_mant.reshape(bias_mant.shape or (1,)))
+        self.bias_exp = Var(shape=bias_exp.shape or (1,), init=bias_exp.reshape(bias_exp.shape or (1,)))
         self.proc_params["inputs"] = inputs
         self.proc_params["record_path"] = record_path
+        self.proc_params["active_steps"] = active_steps
         for index in range(MAX_INPUTS):  # a process model must match every port: unused ones stay unconnected
             setattr(self, f"in{index}", InPort(shape=in_shapes[index] if index < len(in_shapes) else (1,)))
