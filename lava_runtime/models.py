@@ -330,9 +330,9 @@ class _CoreMixin:
         self.subthr_dynamics(activation_in=activation)
         spikes = self.spiking_activation()
         self.reset_voltage(spike_vector=spikes)
-        if self._record is None:
-            self._record = np.load(self.proc_params["record_path"], mmap_mode="r+")
-        self._record[self.time_step - 1] = spikes
+        if self._record is None:  # appended, not memory-mapped: written pages stay out of the process
+            self._record = open(self.proc_params["record_path"], "ab", buffering=0)  # noqa: SIM115 - open for the run
+        self._record.write(np.packbits(spikes).tobytes())
         self.s_out.send(spikes)
 
 
@@ -344,6 +344,9 @@ def _input_ports(value_type: type, precision: int | None = None) -> dict[str, La
 @_model(NeuroCore, "floating_pt")
 class PyNeuroCoreFloat(_CoreMixin, PyLifResetModelFloat):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.bool_)  # spikes as bytes, not Lava's float64
+    # single precision, as the PyTorch model integrates: half the state of Lava's float64 (1.2 GB at s)
+    u: np.ndarray = LavaPyType(np.ndarray, np.float32)
+    v: np.ndarray = LavaPyType(np.ndarray, np.float32)
     locals().update(_input_ports(float))
 
     def __init__(self, proc_params: dict[str, Any]) -> None:

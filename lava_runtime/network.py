@@ -1,9 +1,9 @@
 """Build and run the Lava process graph of a ``--target lava`` package.
 
 Reads only the package's files (``manifest.json``, ``model.nir``, ``fixed_point.npz``).
-Inputs, spike recordings and logits travel through ``.npy`` memory maps in a work
-directory, so the Lava run (in a forked child under a time limit, ``lava_runtime.guard``)
-returns nothing but timings.
+Inputs and logits travel through ``.npy`` memory maps in a work directory, spikes through
+files each neuron core appends to, so the Lava run (in a child interpreter under a time
+limit, ``lava_runtime.guard``) returns nothing but timings.
 """
 
 from __future__ import annotations
@@ -192,8 +192,7 @@ class _Builder:
         for key in ("v_reset", "v_leak"):
             if np.any(np.asarray(getattr(node, key)) != 0):
                 raise ValueError(f"{plan.name}: Lava's LIF resets to 0; {key} must be 0")
-        record = self.workdir / f"spikes.{plan.name}.npy"
-        np.lib.format.open_memmap(record, mode="w+", dtype=bool, shape=(self.steps, *shape))
+        record = self.workdir / f"spikes.{plan.name}.bits"
         inputs = []
         for group in plan.params["inputs"]:
             ops = [op for name in group["nodes"] for op in self._op(name, plan.name)]
@@ -332,8 +331,7 @@ def simulate(
         for name, process in plan.processes.items():
             if process.kind != "lif":
                 continue
-            record = np.load(work / f"spikes.{name}.npy", mmap_mode="r")
-            window_rows = record[process.latency : process.latency + windows * time_steps]
+            window_rows = read_spike_record(work / f"spikes.{name}.bits", (lanes, *process.shape))
             per_sample = window_rows.reshape(windows, time_steps, lanes, *process.shape).swapaxes(1, 2)
             spikes[name] = np.ascontiguousarray(per_sample.reshape(windows * lanes, time_steps, *process.shape)[:samples])
     kinds = defaultdict(int)
@@ -343,3 +341,10 @@ def simulate(
         logits=logits, spikes=spikes, mode=mode, lanes=lanes, steps=steps, latency=plan.latency,
         processes=len(plan.processes), process_counts=dict(kinds), **timings,
     )  # fmt: skip
+
+
+def read_spike_record(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A neuron core's record: one bit-packed ``shape`` of spikes per active step, in order."""
+    units = math.prod(shape)
+    rows = np.fromfile(path, dtype=np.uint8).reshape(-1, (units + 7) // 8)
+    return np.unpackbits(rows, axis=1, count=units).astype(bool).reshape(len(rows), *shape)

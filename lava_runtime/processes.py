@@ -2,8 +2,8 @@
 
 Every process carries a leading *lane* axis (one lane per sample of a batch, see
 ``lava_runtime.plan``). Neurons are Lava's own ``LIFReset`` (its Vars and dynamics), which
-``NeuroCore`` extends with the synapses of its inputs and a spike recorder (a memory-mapped
-file the parent reads after the run). The process models live in ``lava_runtime.models``.
+``NeuroCore`` extends with the synapses of its inputs and a spike recorder (a file of
+bit-packed spikes the parent reads after the run). The process models live in ``lava_runtime.models``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class NeuroCore(LIFReset):
     ``in0``, ``in1``, ... (shapes ``in_shapes``). ``inputs`` lists dendritic groups, each
     ``{"delays": [steps per port], "ops": [...]}``: a group sums its ports (the next
     ``len(delays)`` ones, each delayed) and applies its synapse chain. Spikes are also
-    written, step by step, to ``record_path`` (a ``.npy`` memory map ``(steps, *shape)``).
+    appended to ``record_path``, bit-packed, one record per active step (below).
 
     ``active_steps`` (first, last) are the steps its sample windows cover. Before the first
     sample reaches it (pipeline fill) and after the last has left (drain), nothing it
