@@ -3,10 +3,13 @@
     python benchmarks/lava_speed.py runs/demo/best.pt --samples 64 --lanes 16 --out benchmarks/results/lava_speed.json
 
 Exports the checkpoint as a Lava package, then per repeat runs the same test samples
-through (a) the Lava process graph (``lava_runtime``, float mode) and (b) the PyTorch
-model on CPU in batches of ``--lanes``, interleaved. Lava's compile-and-start time is
-reported apart from its run time; the ratio compares run times. Also recorded: the process
-count, the memory of the whole Lava process group (PSS), the run's pipeline latency.
+through (a) the PyTorch model on CPU in batches of ``--lanes`` and (b) the Lava process
+graph (``lava_runtime``, float mode) under each ``--groupings`` (one Lava process per block
+and modality, or per population), interleaved. Lava's compile-and-start time is reported
+apart from its run time; the ratio compares run times. Also recorded: the process counts,
+the memory of the whole Lava process group (PSS, at the end of the run, when every
+process holds its state), the run's pipeline latency. A stop signal ends the run with the
+Lava processes and their shared memory cleaned up, in one line.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import torch
 import lava_runtime  # noqa: F401  (lava import hooks)
 from export.lava_package import write_lava_package
 from lava_runtime.network import load_package, simulate
+from lava_runtime.plan import GROUPINGS
 from snnergy.checkpoint import load_checkpoint
+from snnergy.errors import run_reporting_errors
 from snnergy.simulate import load_inputs
 
 
@@ -42,10 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--lanes", type=int, default=16, help="Lava lanes = PyTorch batch size")
     parser.add_argument("--mode", choices=("float", "fixed"), default="float")
+    parser.add_argument("--groupings", nargs="+", choices=GROUPINGS, default=list(GROUPINGS),
+                        help="Lava process groupings to time side by side (default: all)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="JSON file for every repeat and the medians")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    return run_reporting_errors("lava_speed", run, args)
 
+
+def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.build_model().eval()
     time_steps = checkpoint.model_config.time_steps
@@ -56,32 +67,40 @@ def main(argv: list[str] | None = None) -> int:
         torch_seconds(model, audio[: args.lanes], video[: args.lanes], args.lanes)  # warm-up
         repeats = []
         for repeat in range(args.repeats):
-            result = simulate(package, audio, video, mode=args.mode, lanes=args.lanes)
-            pytorch = torch_seconds(model, audio, video, args.lanes)
-            repeats.append({"lava_run_s": result.run_seconds, "lava_compile_s": result.compile_seconds, "pytorch_s": pytorch,
-                            "steps": result.steps, "memory_mib": result.memory_mib})  # fmt: skip
-            print(f"repeat {repeat + 1}/{args.repeats}: Lava {result.run_seconds:.2f} s (+{result.compile_seconds:.1f} s compile), "
-                  f"PyTorch {pytorch:.3f} s", flush=True)  # fmt: skip
+            row = {"pytorch_s": torch_seconds(model, audio, video, args.lanes)}
+            for grouping in args.groupings:
+                result = simulate(package, audio, video, mode=args.mode, lanes=args.lanes, grouping=grouping)
+                row[grouping] = {"lava_run_s": result.run_seconds, "lava_compile_s": result.compile_seconds, "steps": result.steps,
+                                 "memory_mib": result.memory_mib, "lava_processes": result.lava_processes,
+                                 "os_processes": result.os_processes}  # fmt: skip
+            repeats.append(row)
+            print(f"repeat {repeat + 1}/{args.repeats}: PyTorch {row['pytorch_s']:.3f} s, Lava "
+                  + ", ".join(f"{g} {row[g]['lava_run_s']:.2f} s (+{row[g]['lava_compile_s']:.1f} s compile)" for g in args.groupings),
+                  flush=True)  # fmt: skip
     samples = len(audio)
-    lava_s = statistics.median(r["lava_run_s"] for r in repeats)
     torch_s = statistics.median(r["pytorch_s"] for r in repeats)
     summary = {
         "checkpoint": str(args.checkpoint), "preset_config": checkpoint.model_config.to_dict(), "mode": args.mode,
         "samples": samples, "lanes": result.lanes, "time_steps": time_steps, "steps_simulated": result.steps,
-        "pipeline_latency_steps": result.latency, "lava_processes": result.processes, "os_processes": result.os_processes,
-        "process_counts": result.process_counts, "lava_memory_mib": statistics.median(r["memory_mib"] for r in repeats),
-        "lava_compile_s": statistics.median(r["lava_compile_s"] for r in repeats),
-        "lava_run_s": lava_s, "pytorch_s": torch_s,
-        "lava_steps_per_s": result.steps / lava_s, "lava_samples_per_s": samples / lava_s,
-        "pytorch_timesteps_per_s": samples * time_steps / torch_s, "pytorch_samples_per_s": samples / torch_s,
-        "lava_over_pytorch_time": lava_s / torch_s, "torch_threads": torch.get_num_threads(), "repeats": repeats,
+        "pipeline_latency_steps": result.latency, "network_processes": result.processes, "process_counts": result.process_counts,
+        "pytorch_s": torch_s, "pytorch_samples_per_s": samples / torch_s, "torch_threads": torch.get_num_threads(),
+        "groupings": {}, "repeats": repeats,
     }  # fmt: skip
-    print(f"\n{samples} samples, T={time_steps}, {result.lanes} lanes, {result.processes} Lava processes "
-          f"({result.os_processes} OS processes, {summary['lava_memory_mib']:.0f} MiB PSS)\n"
-          f"Lava    {summary['lava_steps_per_s']:.1f} steps/s, {summary['lava_samples_per_s']:.1f} samples/s (run {lava_s:.2f} s, "
-          f"compile {summary['lava_compile_s']:.1f} s)\n"
-          f"PyTorch {summary['pytorch_timesteps_per_s']:.1f} timesteps/s, {summary['pytorch_samples_per_s']:.1f} samples/s ({torch_s:.3f} s)\n"
-          f"Lava / PyTorch time: {summary['lava_over_pytorch_time']:.1f}x")  # fmt: skip
+    print(f"\n{samples} samples, T={time_steps}, {result.lanes} lanes, {result.steps} steps, {result.processes} network processes; "
+          f"PyTorch {torch_s:.3f} s ({samples / torch_s:.1f} samples/s)")  # fmt: skip
+    for grouping in args.groupings:
+        lava_s = statistics.median(r[grouping]["lava_run_s"] for r in repeats)
+        summary["groupings"][grouping] = {
+            "lava_processes": repeats[-1][grouping]["lava_processes"], "os_processes": repeats[-1][grouping]["os_processes"],
+            "lava_memory_mib": statistics.median(r[grouping]["memory_mib"] for r in repeats),
+            "lava_compile_s": statistics.median(r[grouping]["lava_compile_s"] for r in repeats),
+            "lava_run_s": lava_s, "lava_steps_per_s": result.steps / lava_s, "lava_samples_per_s": samples / lava_s,
+            "lava_over_pytorch_time": lava_s / torch_s,
+        }  # fmt: skip
+        g = summary["groupings"][grouping]
+        print(f"Lava, grouping {grouping:10s}: {g['lava_processes']:4d} Lava processes ({g['os_processes']} OS processes, "
+              f"{g['lava_memory_mib']:.0f} MiB PSS), run {lava_s:.2f} s, compile {g['lava_compile_s']:.1f} s: "
+              f"{g['lava_over_pytorch_time']:.1f}x PyTorch")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2))

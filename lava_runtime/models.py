@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from export.package_format import FRAC_BITS, to_fixed
 from lava_runtime.processes import (
     MAX_INPUTS,
+    Cluster,
     Delay,
     FrameSource,
     NeuroCore,
@@ -378,6 +379,98 @@ class PyNeuroCoreFixed(_CoreMixin, PyLifResetModelBitAcc):
 
     def as_activation(self, current: np.ndarray) -> np.ndarray:
         return np.clip(current, -(2**23), 2**23 - 1).astype(np.int32)  # 24-bit dendritic sum
+
+
+# -- clusters: several processes in one Lava process ---------------------------------------
+class _Inbox:
+    """A member's input port inside a cluster: the values its sources produced this step,
+    summed (as Lava sums the connections into one port)."""
+
+    def __init__(self, cluster: _ClusterBase, sources: list[str]):
+        self.cluster, self.sources = cluster, sources
+
+    def recv(self) -> np.ndarray:
+        values = [self.cluster.value_of(source) for source in self.sources]
+        return values[0] if len(values) == 1 else sum(np.asarray(v, np.float64) for v in values)
+
+
+class _Outbox:
+    """A member's output port inside a cluster: kept for the members after it, and sent on
+    at once where another cluster reads it (so that cluster can go on within the step)."""
+
+    def __init__(self, cluster: _ClusterBase, name: str):
+        self.cluster, self.name = cluster, name
+
+    def send(self, data: np.ndarray) -> None:
+        self.cluster.publish(self.name, data)
+
+
+def build_member(spec: dict[str, Any], cluster: _ClusterBase) -> PyLoihiProcessModel:
+    """A process model as Lava's builder makes it (its Vars set from their initial values),
+    with ports that read and write the cluster's mailboxes instead of channels."""
+    model_class = spec["model"]
+    member = model_class(spec["proc_params"])
+    for name, (shape, init) in spec["vars"].items():
+        lava_type = getattr(model_class, name)
+        if issubclass(lava_type.cls, np.ndarray):
+            value = np.ndarray(shape, lava_type.d_type)
+            value[:] = init
+        else:
+            value = init
+        setattr(member, name, value)
+    for port, sources in spec["ports"].items():
+        setattr(member, port, _Inbox(cluster, sources))
+    setattr(member, spec["output_port"], _Outbox(cluster, spec["name"]))
+    return member
+
+
+class _ClusterBase(_Base):
+    """Runs its members in order every step (see ``lava_runtime.processes.Cluster``)."""
+
+    def __init__(self, proc_params: dict[str, Any]) -> None:
+        super().__init__(proc_params)
+        self._input_index = {source: index for index, source in enumerate(proc_params["inputs"])}
+        self._output_index = {name: index for index, name in enumerate(proc_params["outputs"])}
+        self._members: list[PyLoihiProcessModel] | None = None
+        self._values: dict[str, np.ndarray] = {}
+        self._received: dict[str, np.ndarray] = {}
+
+    def value_of(self, source: str) -> np.ndarray:
+        if source in self._input_index:
+            if source not in self._received:  # each input port is read once per step
+                self._received[source] = getattr(self, f"in{self._input_index[source]}").recv()
+            return self._received[source]
+        return self._values[source]
+
+    def publish(self, name: str, data: np.ndarray) -> None:
+        self._values[name] = data
+        if name in self._output_index:
+            getattr(self, f"out{self._output_index[name]}").send(data)
+
+    def run_spk(self) -> None:
+        if self._members is None:
+            self._members = [build_member(spec, self) for spec in self.proc_params["members"]]
+        self._received = {}
+        for member in self._members:
+            member.time_step = self.time_step
+            member.run_spk()
+        for source in self._input_index:  # a channel must be read every step
+            self.value_of(source)
+
+
+def cluster_model(mode: str, inputs: int, out_types: tuple[Any, ...]) -> type:
+    """The cluster's model for ``mode``: ports ``in0`` .. ``in{inputs - 1}`` and one ``out{j}``
+    per entry of ``out_types``, typed as member ``j``'s output (a Lava channel carries its
+    sender's type: spikes stay one byte each)."""
+    key = (mode, inputs, out_types)
+    if key not in _CLUSTER_MODELS:
+        ports = {f"in{i}": LavaPyType(PyInPort.VEC_DENSE, float) for i in range(inputs)}
+        ports.update({f"out{j}": LavaPyType(PyOutPort.VEC_DENSE, d_type, precision=precision) for j, (d_type, precision) in enumerate(out_types)})
+        _CLUSTER_MODELS[key] = _model(Cluster, mode)(type(f"PyCluster{len(_CLUSTER_MODELS)}", (_ClusterBase,), ports))
+    return _CLUSTER_MODELS[key]
+
+
+_CLUSTER_MODELS: dict[tuple[str, int, tuple[Any, ...]], type] = {}
 
 
 MODELS = {

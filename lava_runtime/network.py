@@ -23,7 +23,7 @@ import numpy as np
 
 from export.package_format import FRAC_BITS, bias_to_fixed, population_key, read_manifest, synapse_key, to_fixed
 from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
-from lava_runtime.plan import NetworkPlan, ProcessPlan, build_plan, lif_parameters
+from lava_runtime.plan import GROUPINGS, NetworkPlan, ProcessPlan, build_plan, group_processes, lif_parameters
 
 MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
 REAL_VALUED = ("input", "token_mean", "time_mean", "product", "ssa_attention")
@@ -82,6 +82,8 @@ class SimulationResult:
     process_counts: dict[str, int]
     compile_seconds: float
     run_seconds: float
+    grouping: str = "block"
+    lava_processes: int = 0  # the Lava processes (clusters) that ran the ``processes`` above
     memory_mib: float = 0.0  # PSS of the whole Lava process group at the end of the run (guard.group_memory)
     os_processes: int = 0
 
@@ -147,6 +149,7 @@ class _Builder:
 
     # ----------------------------------------------------------------- processes
     def build(self) -> None:
+        """One process object per plan process: its parameters and Vars, run as a cluster member."""
         from lava_runtime import processes as P
 
         for plan in self.plan.processes.values():
@@ -175,7 +178,6 @@ class _Builder:
             else:
                 raise ValueError(f"{plan.name}: no Lava process for kind {kind!r}")
             self.procs[plan.name] = proc
-        self._connect()
 
     def _synapses(self, plan: ProcessPlan, shape: tuple[int, ...]) -> Any:
         """The readout's chains (into no neuron): floating point in both modes."""
@@ -228,30 +230,69 @@ class _Builder:
         mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
         return mantissa, np.full(total.shape, exponent, dtype=np.int32)
 
-    def _connect(self) -> None:
-        ports = {"product": ("a_in", "b_in"), "ssa_attention": ("q_in", "k_in", "v_in")}
+    def _port_sources(self, plan: ProcessPlan) -> dict[str, list[str]]:
+        """Each input port of ``plan``'s process and the processes whose outputs it sums."""
+        named = {"product": ("a_in", "b_in"), "ssa_attention": ("q_in", "k_in", "v_in")}
+        ports: dict[str, list[str]] = defaultdict(list)
+        for index, source in enumerate(plan.sources):
+            ports[named[plan.kind][index] if plan.kind in named else (f"in{index}" if plan.kind == "lif" else "s_in")].append(source)
+        return dict(ports)
+
+    def clusters(self, grouping: str) -> list[Any]:
+        """The Lava processes that run the network: one ``Cluster`` per group of the plan."""
+        from lava_runtime import processes as P
+        from lava_runtime.models import MODELS, cluster_model
+
+        groups = group_processes(self.plan, grouping)
+        home = {name: index for index, names in enumerate(groups) for name in names}
+        outputs: list[list[str]] = [[] for _ in groups]
         for plan in self.plan.processes.values():
-            proc = self.procs[plan.name]
-            for index, source in enumerate(plan.sources):
-                source_proc = self.procs[source]
-                out = source_proc.s_out if self.plan.processes[source].kind in ("input", "lif") else source_proc.a_out
-                port_name = ports[plan.kind][index] if plan.kind in ports else (f"in{index}" if plan.kind == "lif" else "s_in")
-                out.connect(getattr(proc, port_name))
+            for source in plan.sources:
+                if home[source] != home[plan.name] and source not in outputs[home[source]]:
+                    outputs[home[source]].append(source)
+        lanes_shape = {name: (self.lanes, *plan.shape) for name, plan in self.plan.processes.items()}
+        clusters = []
+        for index, names in enumerate(groups):
+            members, inputs = [], []
+            for name in names:
+                plan, proc = self.plan.processes[name], self.procs[name]
+                ports = self._port_sources(plan)
+                for source in (s for sources in ports.values() for s in sources if home[s] != index):
+                    if source not in inputs:  # one port per source, however many members and taps read it
+                        inputs.append(source)
+                model = MODELS[MODES[self.mode]][type(proc)]
+                members.append({"name": name, "model": model, "proc_params": proc.proc_params, "ports": ports,
+                                "vars": {var.name: (var.shape, var.init) for var in proc.vars},
+                                "output_port": "s_out" if plan.kind in ("input", "lif") else "a_out"})  # fmt: skip
+            out_types = []
+            for name in outputs[index]:
+                kind = self.plan.processes[name].kind
+                lava_type = getattr(MODELS[MODES[self.mode]][type(self.procs[name])], "s_out" if kind in ("input", "lif") else "a_out")
+                out_types.append((lava_type.d_type, lava_type.precision))
+            cluster = P.Cluster(members=members, inputs=inputs, in_shapes=[lanes_shape[s] for s in inputs], outputs=outputs[index],
+                                out_shapes=[lanes_shape[s] for s in outputs[index]], name=f"cluster:{names[0]}")  # fmt: skip
+            clusters.append((cluster, cluster_model(MODES[self.mode], len(inputs), tuple(out_types))))
+        by_output = {name: (clusters[index][0], j) for index in range(len(groups)) for j, name in enumerate(outputs[index])}
+        for cluster, _ in clusters:
+            for i, source in enumerate(cluster.proc_params["inputs"]):
+                producer, j = by_output[source]
+                getattr(producer, f"out{j}").connect(getattr(cluster, f"in{i}"))
+        return clusters
 
 
-def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool) -> dict[str, Any]:
-    """Build, run and stop the network (inside the forked child); return timings."""
+def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool,
+                  grouping: str) -> dict[str, Any]:  # fmt: skip
+    """Build, run and stop the network (inside the child interpreter); return timings."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-
-    from lava_runtime.models import MODELS
 
     started = time.perf_counter()
     builder = _Builder(package, plan, mode, lanes, steps, workdir)
     builder.build()
-    anchor = builder.procs[plan.output]
+    clusters = builder.clusters(grouping)
+    anchor = clusters[-1][0]
     # keyed by process instance (as Lava's compiler looks them up): no search of model directories
-    models = {proc: MODELS[MODES[mode]][type(proc)] for proc in builder.procs.values()}
+    models = dict(clusters)
     config = Loihi2SimCfg(select_tag=MODES[mode], exception_proc_model_map=models)
     window = plan.time_steps
     bar = None
@@ -288,14 +329,18 @@ def simulate(
     timeout: float | None = None,
     progress: bool = False,
     workdir: str | Path | None = None,
+    grouping: str = "block",
 ) -> SimulationResult:
     """Run ``[samples, T, C, H, W]`` inputs through the package's Lava network.
 
     ``lanes`` samples run side by side; samples stream through back to back, one window of
-    ``T`` steps each, and the run lasts ``windows * T + latency`` steps.
+    ``T`` steps each, and the run lasts ``windows * T + latency`` steps. ``grouping`` says
+    how many populations one Lava process runs (``lava_runtime.plan.group_processes``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
     if mode == "fixed" and package.fixed is None:
         raise ValueError(f"{package.path} has no fixed-point parameters: export it with --fixed-point")
     time_steps = package.time_steps
@@ -324,7 +369,7 @@ def simulate(
             del frames
         np.lib.format.open_memmap(work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, lanes, *plan.processes[plan.output].shape))
         limit = timeout if timeout is not None else 120 + 2.0 * steps * len(plan.processes) * max(1, lanes // 8) / 10
-        timings = run_with_timeout(_run_in_child, package, plan, mode, lanes, steps, work, progress, timeout=limit)
+        timings = run_with_timeout(_run_in_child, package, plan, mode, lanes, steps, work, progress, grouping, timeout=limit)
         readout = np.load(work / "readout.npy")
         logits = np.stack([readout[k * time_steps + plan.latency] for k in range(windows)]).reshape(windows * lanes, -1)[:samples]
         spikes = {}
@@ -339,7 +384,8 @@ def simulate(
         kinds[process.kind] += 1
     return SimulationResult(
         logits=logits, spikes=spikes, mode=mode, lanes=lanes, steps=steps, latency=plan.latency,
-        processes=len(plan.processes), process_counts=dict(kinds), **timings,
+        processes=len(plan.processes), process_counts=dict(kinds), grouping=grouping,
+        lava_processes=len(group_processes(plan, grouping)), **timings,
     )  # fmt: skip
 
 

@@ -135,3 +135,33 @@ class NeuroCore(LIFReset):
         self.proc_params["active_steps"] = active_steps
         for index in range(MAX_INPUTS):  # a process model must match every port: unused ones stay unconnected
             setattr(self, f"in{index}", InPort(shape=in_shapes[index] if index < len(in_shapes) else (1,)))
+
+
+MAX_CLUSTER_PORTS = 16
+
+
+class Cluster(AbstractProcess):
+    """Several of the processes above run by one Lava process (one OS process).
+
+    Loihi maps many populations onto one neurocore; here a cluster is the unit the Lava
+    runtime schedules and synchronises every step. Its members keep their own models and
+    state, exchange values in memory, and run in the network's topological order within
+    the step, so every member computes exactly what it computes as a process of its own.
+    Values crossing clusters travel through Lava ports: ``in{i}`` carries the output of the
+    process ``inputs[i]`` (another cluster's member), ``out{j}`` that of member ``outputs[j]``.
+
+    ``members`` lists ``{"name", "model", "proc_params", "vars", "ports"}`` per member, in
+    run order: the model class, its parameters and Var values, and for each of its input
+    ports the process it reads.
+    """
+
+    def __init__(self, *, members: list[dict[str, Any]], inputs: list[str], in_shapes: list[tuple[int, ...]],
+                 outputs: list[str], out_shapes: list[tuple[int, ...]], name: str | None = None):  # fmt: skip
+        if len(inputs) > MAX_CLUSTER_PORTS or len(outputs) > MAX_CLUSTER_PORTS:
+            raise ValueError(f"cluster {name}: {len(inputs)} inputs and {len(outputs)} outputs; at most {MAX_CLUSTER_PORTS} "
+                             "each (group it finer, --grouping population)")  # fmt: skip
+        super().__init__(members=members, inputs=inputs, outputs=outputs, name=name)
+        for index, shape in enumerate(in_shapes):  # exactly the ports it uses: each one costs compile time
+            setattr(self, f"in{index}", InPort(shape=shape))
+        for index, shape in enumerate(out_shapes):
+            setattr(self, f"out{index}", OutPort(shape=shape))

@@ -196,7 +196,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     check_output(args.json, "report", [args.package, args.checkpoint])
     result = run_simulation(
         args.package, args.dataset, args.split, args.samples, args.mode, args.lanes, args.checkpoint, args.cost_model,
-        args.data_root, args.cache_dir, dataset_options(args), args.timeout,
+        args.data_root, args.cache_dir, dataset_options(args), args.timeout, grouping=args.grouping,
     )  # fmt: skip
     print(format_summary(result))
     print()
@@ -333,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--mode", choices=("float", "fixed"), default="float",
                           help="float: Lava floating-point models; fixed: Loihi bit-accurate (needs --fixed-point at export)")  # fmt: skip
     simulate.add_argument("--lanes", type=int, default=16, help="samples simulated side by side (default: %(default)s)")
+    simulate.add_argument("--grouping", choices=("block", "population"), default="block",
+                          help="what one Lava process runs: every population of a block and modality (fewer processes "
+                               "to synchronise each step), or each population alone (default: %(default)s)")  # fmt: skip
     simulate.add_argument("--checkpoint", type=Path, help="PyTorch reference (default: the package's source checkpoint)")
     simulate.add_argument("--cost-model", default="45nm", help="energy cost model: a built-in name or a YAML file (default: %(default)s)")
     simulate.add_argument("--timeout", type=float, help="seconds before a hung Lava run is killed (default: scaled to the run)")

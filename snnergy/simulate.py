@@ -135,6 +135,7 @@ def run_simulation(
     dataset_options: dict[str, Any] | None = None,
     timeout: float | None = None,
     progress: bool = True,
+    grouping: str = "block",
 ) -> dict[str, Any]:
     """Simulate, compare with PyTorch, account energy; the JSON document of ``snnergy simulate``."""
     from energy.accounting import account, description_from_dict
@@ -154,7 +155,7 @@ def run_simulation(
     description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
     _check_belongs_together(package, description, reference_path)
     audio, video, labels = load_inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
-    result = simulate(package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress)
+    result = simulate(package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress, grouping=grouping)
     torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
     spike_agreement, per_population = agreement(result.spikes, torch_trains)
 
@@ -185,6 +186,7 @@ def run_simulation(
         "lava": {
             "lanes": result.lanes, "steps": result.steps, "pipeline_latency_steps": result.latency,
             "processes": result.processes, "process_counts": result.process_counts,
+            "grouping": result.grouping, "lava_processes": result.lava_processes,
             "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "memory_mib": result.memory_mib, "os_processes": result.os_processes,
         },  # fmt: skip
         "energy": energy,
@@ -195,7 +197,7 @@ def format_summary(result: dict[str, Any]) -> str:
     lava = result["lava"]
     lines = [
         f"Lava ({'floating' if result['mode'] == 'float' else 'fixed'} point) on {result['samples']} {result['dataset']}/{result['split']} samples: "
-        f"{lava['processes']} processes, {lava['lanes']} lanes, {lava['steps']} steps (pipeline latency {lava['pipeline_latency_steps']}), "
+        f"{lava['processes']} processes in {lava['lava_processes']} Lava processes ({lava['grouping']}), {lava['lanes']} lanes, {lava['steps']} steps (pipeline latency {lava['pipeline_latency_steps']}), "
         f"compile {lava['compile_seconds']:.1f} s, run {lava['run_seconds']:.1f} s",
         f"accuracy            Lava {result['accuracy']:.4f} | PyTorch {result['pytorch_accuracy']:.4f}",
         f"prediction agreement {result['prediction_agreement']:.4f}",
