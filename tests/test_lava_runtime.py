@@ -21,7 +21,7 @@ from energy.torch_probe import describe_model
 from export.lava_package import write_lava_package
 from export.nir_model import nir_population_name
 from lava_runtime.network import load_package, simulate
-from lava_runtime.plan import build_plan
+from lava_runtime.plan import build_plan, group_processes, run_order
 from snnergy.checkpoint import from_model, save_checkpoint
 from snnergy.cli import main as snnergy_main
 from snnergy.config import load_preset
@@ -140,3 +140,35 @@ def test_cli_simulate_refuses_a_changed_source_checkpoint(exported, tmp_path, ca
     save_checkpoint(from_model(lively_model(seed=5), [str(i) for i in range(10)]), checkpoint)
     assert snnergy_main(["simulate", str(tmp_path / "pkg"), "--samples", "1"]) != 0
     assert "changed since the package was exported" in capsys.readouterr().err
+
+
+def test_block_grouping_runs_each_block_and_modality_in_one_lava_process(exported):
+    package = exported["package"]
+    plan = build_plan(package.graph, package.time_steps)
+    groups = group_processes(plan, "block")
+    blocks = ["input", "stem", "stage1.0", "down1", "stage2.0", "down2", "stage3.0", "head"]
+    expected = {f"{block}.{modality}" for block in blocks for modality in ("audio", "video")} | {"head"}
+    keys = set()
+    for group in groups:
+        key = next(k for k in sorted(expected, key=len, reverse=True) if group[0].startswith(k + ".") or group[0] == k)
+        assert all(name.split("@")[0].startswith(key + ".") or name.split("@")[0] == key for name in group), (key, group)
+        keys.add(key)
+    assert keys == expected and len(groups) == len(expected)
+    assert sorted(name for group in groups for name in group) == sorted(plan.processes)
+    assert [[name] for name in run_order(plan)] == group_processes(plan, "population")
+    for group in groups:  # a member never reads a later member of its own group
+        for index, name in enumerate(group):
+            assert not set(plan.processes[name].sources) & set(group[index:]), name
+
+
+def test_grouping_changes_nothing_but_the_number_of_lava_processes(exported):
+    package = exported["package"]
+    block = simulate(package, exported["audio"], exported["video"], mode="fixed", lanes=2, grouping="block")
+    population = simulate(package, exported["audio"], exported["video"], mode="fixed", lanes=2, grouping="population")
+    assert (block.lava_processes, population.lava_processes) == (17, len(build_plan(package.graph, package.time_steps).processes))
+    np.testing.assert_array_equal(block.logits, population.logits)
+    assert block.spikes.keys() == population.spikes.keys()
+    for name in block.spikes:
+        np.testing.assert_array_equal(block.spikes[name], population.spikes[name], err_msg=name)
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        simulate(package, exported["audio"], exported["video"], grouping="chip")
