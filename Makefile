@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine (Python 3.11, registries only):
 #   make demo   - create .venv, install, run the main job on the embedded default data
-#   make test   - create .venv if needed, install, run the test suite
+#   make test   - create .venv if needed, install, lint and format-check (ruff), run the test suite
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,6 +26,8 @@ demo: $(STAMP)
 	$(BIN)/snnergy demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q tests
 
 clean:

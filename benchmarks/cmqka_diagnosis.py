@@ -38,9 +38,15 @@ VARIANTS: dict[str, dict] = {
     "gain100": {"cmqka_temporal_taps": 1, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False},
     "causal2-gain100": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False},
     "causal2-gain10": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 10.0, "ssa_scale_learnable": False},
-    "causal2-gain100-4heads": {"cmqka_temporal_taps": 2, "cmqka_fusion_scale": 100.0, "ssa_scale_learnable": False, "num_heads": 4},
+    "causal2-gain100-4heads": {
+        "cmqka_temporal_taps": 2,
+        "cmqka_fusion_scale": 100.0,
+        "ssa_scale_learnable": False,
+        "num_heads": 4,
+    },
     "current": {},
 }
+
 
 def run_variant(name: str, seed: int, epochs: int, out: Path) -> dict:
     run_dir = out / f"{name}-seed{seed}"
@@ -54,7 +60,9 @@ def run_variant(name: str, seed: int, epochs: int, out: Path) -> dict:
     train_set = make_dataset("avdigits", "train", size, steps)
     val_set = make_dataset("avdigits", "val", size, steps)
     test_set = make_dataset("avdigits", "test", size, steps)
-    trainer = Trainer(model_config, train_config, train_set, val_set, run_dir, list(train_set.class_names), {"dataset": "avdigits"})
+    trainer = Trainer(
+        model_config, train_config, train_set, val_set, run_dir, list(train_set.class_names), {"dataset": "avdigits"}
+    )
     probe_batches = list(DataLoader(Subset(val_set, range(min(256, len(val_set)))), batch_size=64))
     log = run_dir / "diagnosis.jsonl"
     log.write_text("")
@@ -67,7 +75,10 @@ def run_variant(name: str, seed: int, epochs: int, out: Path) -> dict:
             handle.write(json.dumps(record) + "\n")
         cmqka = {k: v for k, v in record["branches"].items() if "fused_mean" in v}
         rates = " ".join(f"{100 * v['out_rate']:.2f}" for v in cmqka.values())
-        print(f"[{name} seed {seed}] epoch {epoch + 1}: val {record['val_accuracy']:.3f}  CMQKA out rates % {rates}", flush=True)
+        print(
+            f"[{name} seed {seed}] epoch {epoch + 1}: val {record['val_accuracy']:.3f}  CMQKA out rates % {rates}",
+            flush=True,
+        )
     ablation = run_ablations(trainer.model, test_set, train_set, "cpu")
     result = {
         "variant": name,
@@ -85,18 +96,20 @@ def run_variant(name: str, seed: int, epochs: int, out: Path) -> dict:
 
 def summarise(results: list[dict]) -> str:
     lines = [
-        "| variant | seed | params | test acc | CMQKA zeroed | cross cut | spatial only | temporal only | SSA zeroed | CMQKA out rate % (min-max) |",
+        "| variant | seed | params | test acc | CMQKA zeroed | cross cut | spatial only | temporal only | SSA "
+        "zeroed | CMQKA out rate % (min-max) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rows = {row["name"]: row for row in r["test"]["ablations"]}
 
-        def change(key: str) -> str:
+        def change(key: str, rows: dict = rows) -> str:
             return f"{100 * rows[key]['change']:+.1f}" if key in rows else "-"
 
         rates = [100 * v["out_rate"] for v in r["test"]["branches"].values() if "fused_mean" in v]
         lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['parameters']:,} | {rows['none']['accuracy']:.3f} | {change('cmqka_zero')} | "
+            f"| {r['variant']} | {r['seed']} | {r['parameters']:,} | {rows['none']['accuracy']:.3f} | "
+            f"{change('cmqka_zero')} | "
             f"{change('cmqka_cross_cut')} | {change('spatial_factor_only')} | {change('temporal_factor_only')} | "
             f"{change('ssa_zero')} | {min(rates):.2f}-{max(rates):.2f} |"
         )
@@ -114,7 +127,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = [run_variant(name, seed, args.epochs, args.out) for name in (args.only or VARIANTS) for seed in args.seeds]
+    results = [
+        run_variant(name, seed, args.epochs, args.out) for name in (args.only or VARIANTS) for seed in args.seeds
+    ]
     if args.collect:  # also every other finished run in OUT (runs of other seeds or invocations)
         done = {(r["variant"], r["seed"]) for r in results}
         for path in sorted(args.out.glob("*/result.json")):

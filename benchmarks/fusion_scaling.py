@@ -29,13 +29,15 @@ and ``.png`` (log-log plots).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -188,9 +190,17 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def run(
-    sides: list[int], dim: int, time_steps: int, batch: int, repeats: int, device_name: str,
-    memory_limit_gib: float, rate: float = 0.15, progress: bool = True, part: str = "block",
-) -> dict[str, Any]:  # fmt: skip
+    sides: list[int],
+    dim: int,
+    time_steps: int,
+    batch: int,
+    repeats: int,
+    device_name: str,
+    memory_limit_gib: float,
+    rate: float = 0.15,
+    progress: bool = True,
+    part: str = "block",
+) -> dict[str, Any]:
     """Measure every method at every size; returns the JSON-ready result."""
     from tqdm import tqdm
 
@@ -206,7 +216,11 @@ def run(
         tokens = side * side
         shape = (time_steps, batch, dim, tokens)
         audio, video = spikes(shape, rate, 1, device), spikes(shape, rate, 2, device)
-        methods = [m for m in METHODS if m != "ssa" or ssa_fits(tokens, time_steps, batch, config.num_heads, memory_limit_gib * 2**30)]
+        methods = [
+            m
+            for m in METHODS
+            if m != "ssa" or ssa_fits(tokens, time_steps, batch, config.num_heads, memory_limit_gib * 2**30)
+        ]
         if "ssa" not in methods:
             skipped.append(f"ssa at {side}x{side}: its N x N scores exceed --memory-limit-gib {memory_limit_gib}")
         row: dict[str, Any] = {"side": side, "tokens": tokens}
@@ -225,7 +239,8 @@ def run(
             for method in methods:
                 for key, fn in (("forward_s", _forward), ("train_s", _forward_backward)):
                     _reset(blocks[method])
-                    times[method][key].append(_timed(lambda: fn(blocks[method], audio, video), device))
+                    run = functools.partial(fn, blocks[method], audio, video)
+                    times[method][key].append(_timed(run, device))
         for method in methods:
             row[method].update({key: _stats(values) for key, values in times[method].items()})
         rows.append(row)
@@ -252,16 +267,23 @@ METRICS = {
 
 
 def summarise(result: dict[str, Any], fit_min_tokens: int) -> dict[str, Any]:
-    memory_keys = [k for k in ("forward_peak_bytes", "train_saved_bytes", "train_peak_bytes") if k in result["rows"][0]["cmqka"]]
+    memory_keys = [
+        k for k in ("forward_peak_bytes", "train_saved_bytes", "train_peak_bytes") if k in result["rows"][0]["cmqka"]
+    ]
     metrics = dict(METRICS, **{k: (lambda r, k=k: r[k]) for k in memory_keys})
     exponents: dict[str, dict[str, float | None]] = {}
     for method in METHODS:
         rows = [r for r in result["rows"] if method in r and r["tokens"] >= fit_min_tokens]
-        exponents[method] = {name: fit_exponent([r["tokens"] for r in rows], [get(r[method]) for r in rows]) for name, get in metrics.items()}
+        exponents[method] = {
+            name: fit_exponent([r["tokens"] for r in rows], [get(r[method]) for r in rows])
+            for name, get in metrics.items()
+        }
     ratios = []
     for r in result["rows"]:
         if "ssa" in r:
-            ratios.append({"side": r["side"], **{name: get(r["ssa"]) / get(r["cmqka"]) for name, get in metrics.items()}})
+            ratios.append(
+                {"side": r["side"], **{name: get(r["ssa"]) / get(r["cmqka"]) for name, get in metrics.items()}}
+            )
     largest = max((r for r in ratios), key=lambda r: r["side"], default=None)
     targets = {
         "cmqka_time_exponent_le_1.1": (exponents["cmqka"]["time fwd+bwd"] or 99) <= 1.1,
@@ -270,7 +292,12 @@ def summarise(result: dict[str, Any], fit_min_tokens: int) -> dict[str, Any]:
         "ssa_over_cmqka_time_at_largest_ge_10": bool(largest and largest["time fwd+bwd"] >= 10),
         "ssa_over_cmqka_memory_at_largest_ge_10": bool(largest and all(largest[k] >= 10 for k in memory_keys)),
     }
-    return {"fit_min_tokens": fit_min_tokens, "exponents": exponents, "ratios_ssa_over_cmqka": ratios, "targets": targets}
+    return {
+        "fit_min_tokens": fit_min_tokens,
+        "exponents": exponents,
+        "ratios_ssa_over_cmqka": ratios,
+        "targets": targets,
+    }
 
 
 def _fmt_bytes(n: float) -> str:
@@ -280,26 +307,48 @@ def _fmt_bytes(n: float) -> str:
 def markdown(result: dict[str, Any], summary: dict[str, Any]) -> str:
     mem_key = "train_saved_bytes" if "train_saved_bytes" in result["rows"][0]["cmqka"] else "train_peak_bytes"
     lines = [
-        f"{'One bidirectional fusion block' if result['part'] == 'block' else 'Both attention directions of a block'}, D={result['dim']}, {result['heads']} heads, T={result['time_steps']}, "
-        f"batch {result['batch']}, {result['device']} ({result['threads']} threads), median of {result['repeats']} repeats.",
+        ("One bidirectional fusion block" if result["part"] == "block" else "Both attention directions of a block")
+        + f", D={result['dim']}, {result['heads']} heads, T={result['time_steps']}, "
+        f"batch {result['batch']}, {result['device']} ({result['threads']} threads), median of {result['repeats']} "
+        "repeats.",
         "",
-        "| grid | N | CMQKA fwd+bwd | SSA fwd+bwd | time ratio | CMQKA train mem | SSA train mem | mem ratio | CMQKA FLOPs | SSA FLOPs |",
+        "| grid | N | CMQKA fwd+bwd | SSA fwd+bwd | time ratio | CMQKA train mem | SSA train mem | mem ratio | "
+        "CMQKA FLOPs | SSA FLOPs |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         c = r["cmqka"]
         s = r.get("ssa")
         ssa_cells = (
-            [f"{s['train_s']['median'] * 1e3:.1f} ms", f"{s['train_s']['median'] / c['train_s']['median']:.1f}x",
-             _fmt_bytes(c[mem_key]), _fmt_bytes(s[mem_key]), f"{s[mem_key] / c[mem_key]:.1f}x",
-             f"{c['counted_flops'] / 1e6:.1f}M", f"{s['counted_flops'] / 1e6:.1f}M"]
-            if s else ["skipped", "-", _fmt_bytes(c[mem_key]), "-", "-", f"{c['counted_flops'] / 1e6:.1f}M", "-"]
-        )  # fmt: skip
-        lines.append(f"| {r['side']}x{r['side']} | {r['tokens']} | {c['train_s']['median'] * 1e3:.1f} ms | " + " | ".join(ssa_cells) + " |")
-    lines += ["", f"Growth exponent in N (fit over N >= {summary['fit_min_tokens']}):", "", "| metric | CMQKA | SSA |", "|---|---|---|"]
+            [
+                f"{s['train_s']['median'] * 1e3:.1f} ms",
+                f"{s['train_s']['median'] / c['train_s']['median']:.1f}x",
+                _fmt_bytes(c[mem_key]),
+                _fmt_bytes(s[mem_key]),
+                f"{s[mem_key] / c[mem_key]:.1f}x",
+                f"{c['counted_flops'] / 1e6:.1f}M",
+                f"{s['counted_flops'] / 1e6:.1f}M",
+            ]
+            if s
+            else ["skipped", "-", _fmt_bytes(c[mem_key]), "-", "-", f"{c['counted_flops'] / 1e6:.1f}M", "-"]
+        )
+        lines.append(
+            f"| {r['side']}x{r['side']} | {r['tokens']} | {c['train_s']['median'] * 1e3:.1f} ms | "
+            + " | ".join(ssa_cells)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Growth exponent in N (fit over N >= {summary['fit_min_tokens']}):",
+        "",
+        "| metric | CMQKA | SSA |",
+        "|---|---|---|",
+    ]
     for name in summary["exponents"]["cmqka"]:
         c, s = summary["exponents"]["cmqka"][name], summary["exponents"]["ssa"][name]
-        lines.append(f"| {name} | {c:.2f} | {s:.2f} |" if c is not None and s is not None else f"| {name} | {c} | {s} |")
+        lines.append(
+            f"| {name} | {c:.2f} | {s:.2f} |" if c is not None and s is not None else f"| {name} | {c} | {s} |"
+        )
     lines += ["", "Targets: " + ", ".join(f"{k}: {v}" for k, v in summary["targets"].items())]
     lines += [f"Skipped: {s}" for s in result["skipped"]]
     return "\n".join(lines)
@@ -336,21 +385,34 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--sides", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="token-grid sides (N = side^2)")
+    parser.add_argument(
+        "--sides", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="token-grid sides (N = side^2)"
+    )
     parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--time-steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--part", default="block", choices=PARTS, help="whole fusion block, or its attention only")
-    parser.add_argument("--memory-limit-gib", type=float, default=12.0, help="skip SSA sizes whose N x N scores exceed this")
-    parser.add_argument("--fit-min-tokens", type=int, default=256, help="fit exponents over N >= this (small N is overhead)")
+    parser.add_argument(
+        "--memory-limit-gib", type=float, default=12.0, help="skip SSA sizes whose N x N scores exceed this"
+    )
+    parser.add_argument(
+        "--fit-min-tokens", type=int, default=256, help="fit exponents over N >= this (small N is overhead)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, 2 repeats")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     if args.quick:
         args.sides, args.repeats, args.fit_min_tokens = [4, 8, 16], 2, 16
     result = run(
-        args.sides, args.dim, args.time_steps, args.batch, args.repeats, args.device, args.memory_limit_gib, part=args.part
+        args.sides,
+        args.dim,
+        args.time_steps,
+        args.batch,
+        args.repeats,
+        args.device,
+        args.memory_limit_gib,
+        part=args.part,
     )
     result["summary"] = summarise(result, args.fit_min_tokens)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,10 @@ def torch_seconds(model: torch.nn.Module, audio, video, batch: int) -> float:
     started = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(audio), batch):
-            model(torch.from_numpy(audio[start : start + batch]).float(), torch.from_numpy(video[start : start + batch]).float())
+            model(
+                torch.from_numpy(audio[start : start + batch]).float(),
+                torch.from_numpy(video[start : start + batch]).float(),
+            )
     return time.perf_counter() - started
 
 
@@ -47,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--lanes", type=int, default=16, help="Lava lanes = PyTorch batch size")
     parser.add_argument("--mode", choices=("float", "fixed"), default="float")
-    parser.add_argument("--groupings", nargs="+", choices=GROUPINGS, default=list(GROUPINGS),
-                        help="Lava process groupings to time side by side (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--groupings",
+        nargs="+",
+        choices=GROUPINGS,
+        default=list(GROUPINGS),
+        help="Lava process groupings to time side by side (default: all)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="JSON file for every repeat and the medians")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -70,37 +78,66 @@ def run(args: argparse.Namespace) -> int:
             row = {"pytorch_s": torch_seconds(model, audio, video, args.lanes)}
             for grouping in args.groupings:
                 result = simulate(package, audio, video, mode=args.mode, lanes=args.lanes, grouping=grouping)
-                row[grouping] = {"lava_run_s": result.run_seconds, "lava_compile_s": result.compile_seconds, "steps": result.steps,
-                                 "memory_mib": result.memory_mib, "lava_processes": result.lava_processes,
-                                 "os_processes": result.os_processes}  # fmt: skip
+                row[grouping] = {
+                    "lava_run_s": result.run_seconds,
+                    "lava_compile_s": result.compile_seconds,
+                    "steps": result.steps,
+                    "memory_mib": result.memory_mib,
+                    "lava_processes": result.lava_processes,
+                    "os_processes": result.os_processes,
+                }
             repeats.append(row)
-            print(f"repeat {repeat + 1}/{args.repeats}: PyTorch {row['pytorch_s']:.3f} s, Lava "
-                  + ", ".join(f"{g} {row[g]['lava_run_s']:.2f} s (+{row[g]['lava_compile_s']:.1f} s compile)" for g in args.groupings),
-                  flush=True)  # fmt: skip
+            print(
+                f"repeat {repeat + 1}/{args.repeats}: PyTorch {row['pytorch_s']:.3f} s, Lava "
+                + ", ".join(
+                    f"{g} {row[g]['lava_run_s']:.2f} s (+{row[g]['lava_compile_s']:.1f} s compile)"
+                    for g in args.groupings
+                ),
+                flush=True,
+            )
     samples = len(audio)
     torch_s = statistics.median(r["pytorch_s"] for r in repeats)
     summary = {
-        "checkpoint": str(args.checkpoint), "preset_config": checkpoint.model_config.to_dict(), "mode": args.mode,
-        "samples": samples, "lanes": result.lanes, "time_steps": time_steps, "steps_simulated": result.steps,
-        "pipeline_latency_steps": result.latency, "network_processes": result.processes, "process_counts": result.process_counts,
-        "pytorch_s": torch_s, "pytorch_samples_per_s": samples / torch_s, "torch_threads": torch.get_num_threads(),
-        "groupings": {}, "repeats": repeats,
-    }  # fmt: skip
-    print(f"\n{samples} samples, T={time_steps}, {result.lanes} lanes, {result.steps} steps, {result.processes} network processes; "
-          f"PyTorch {torch_s:.3f} s ({samples / torch_s:.1f} samples/s)")  # fmt: skip
+        "checkpoint": str(args.checkpoint),
+        "preset_config": checkpoint.model_config.to_dict(),
+        "mode": args.mode,
+        "samples": samples,
+        "lanes": result.lanes,
+        "time_steps": time_steps,
+        "steps_simulated": result.steps,
+        "pipeline_latency_steps": result.latency,
+        "network_processes": result.processes,
+        "process_counts": result.process_counts,
+        "pytorch_s": torch_s,
+        "pytorch_samples_per_s": samples / torch_s,
+        "torch_threads": torch.get_num_threads(),
+        "groupings": {},
+        "repeats": repeats,
+    }
+    print(
+        f"\n{samples} samples, T={time_steps}, {result.lanes} lanes, {result.steps} steps, {result.processes} "
+        "network processes; "
+        f"PyTorch {torch_s:.3f} s ({samples / torch_s:.1f} samples/s)"
+    )
     for grouping in args.groupings:
         lava_s = statistics.median(r[grouping]["lava_run_s"] for r in repeats)
         summary["groupings"][grouping] = {
-            "lava_processes": repeats[-1][grouping]["lava_processes"], "os_processes": repeats[-1][grouping]["os_processes"],
+            "lava_processes": repeats[-1][grouping]["lava_processes"],
+            "os_processes": repeats[-1][grouping]["os_processes"],
             "lava_memory_mib": statistics.median(r[grouping]["memory_mib"] for r in repeats),
             "lava_compile_s": statistics.median(r[grouping]["lava_compile_s"] for r in repeats),
-            "lava_run_s": lava_s, "lava_steps_per_s": result.steps / lava_s, "lava_samples_per_s": samples / lava_s,
+            "lava_run_s": lava_s,
+            "lava_steps_per_s": result.steps / lava_s,
+            "lava_samples_per_s": samples / lava_s,
             "lava_over_pytorch_time": lava_s / torch_s,
-        }  # fmt: skip
+        }
         g = summary["groupings"][grouping]
-        print(f"Lava, grouping {grouping:10s}: {g['lava_processes']:4d} Lava processes ({g['os_processes']} OS processes, "
-              f"{g['lava_memory_mib']:.0f} MiB PSS), run {lava_s:.2f} s, compile {g['lava_compile_s']:.1f} s: "
-              f"{g['lava_over_pytorch_time']:.1f}x PyTorch")  # fmt: skip
+        print(
+            f"Lava, grouping {grouping:10s}: {g['lava_processes']:4d} Lava processes ({g['os_processes']} OS "
+            "processes, "
+            f"{g['lava_memory_mib']:.0f} MiB PSS), run {lava_s:.2f} s, compile {g['lava_compile_s']:.1f} s: "
+            f"{g['lava_over_pytorch_time']:.1f}x PyTorch"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2))

@@ -104,10 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     args = parser.parse_args(argv)
-    result = benchmark(args.preset, args.devices, args.batch_size, args.steps, args.repeats, args.warmup, not args.no_amp)
+    result = benchmark(
+        args.preset, args.devices, args.batch_size, args.steps, args.repeats, args.warmup, not args.no_amp
+    )
     for name, stats in result["devices"].items():
         low, high = stats["iqr"]
-        print(f"{args.preset} on {name}: {stats['median_samples_per_s']:.1f} samples/s (IQR {low:.1f}-{high:.1f}), batch {args.batch_size}")
+        print(
+            f"{args.preset} on {name}: {stats['median_samples_per_s']:.1f} samples/s (IQR {low:.1f}-{high:.1f}), "
+            f"batch {args.batch_size}"
+        )
     for label, ratio in result.get("ratio", {}).items():
         print(f"speed ratio {label}: {ratio:.1f}x")
     if args.out:

@@ -227,7 +227,19 @@ def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
     if layer.real_valued:
         per_step = tuple(0.0 for _ in range(t))
         return LayerAccount(
-            layer.name, layer.stage, layer.kind, layer.modality, (), (), 0.0, None, 0.0, dense, dense, per_step, layer.reads
+            layer.name,
+            layer.stage,
+            layer.kind,
+            layer.modality,
+            (),
+            (),
+            0.0,
+            None,
+            0.0,
+            dense,
+            dense,
+            per_step,
+            layer.reads,
         )
     sops_per_step = [0.0] * t
     arriving, positions, sources, fan_outs = 0.0, 0, [], []
@@ -244,9 +256,20 @@ def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
     arriving /= samples
     rate = arriving / (positions * t) if positions else 0.0
     return LayerAccount(
-        layer.name, layer.stage, layer.kind, layer.modality, tuple(sources), tuple(fan_outs),
-        arriving, rate, sum(sops_per_step), 0.0, dense, sops_per_step, layer.reads,
-    )  # fmt: skip
+        layer.name,
+        layer.stage,
+        layer.kind,
+        layer.modality,
+        tuple(sources),
+        tuple(fan_outs),
+        arriving,
+        rate,
+        sum(sops_per_step),
+        0.0,
+        dense,
+        sops_per_step,
+        layer.reads,
+    )
 
 
 def _population_account(population: Population, counts: SpikeCounts) -> PopulationAccount:
@@ -254,9 +277,18 @@ def _population_account(population: Population, counts: SpikeCounts) -> Populati
     spikes = sum(per_step)
     updates = float(population.neurons * counts.time_steps)
     return PopulationAccount(
-        population.name, population.stage, population.role, population.modality, population.block, population.pathway,
-        population.neurons, spikes, updates, spikes / updates if updates else 0.0, per_step,
-    )  # fmt: skip
+        population.name,
+        population.stage,
+        population.role,
+        population.modality,
+        population.block,
+        population.pathway,
+        population.neurons,
+        spikes,
+        updates,
+        spikes / updates if updates else 0.0,
+        per_step,
+    )
 
 
 def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAccount:
@@ -284,7 +316,9 @@ def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAcco
                 sum((p.neuron_updates for p in stage_pops), 0.0),
             )
         )
-    return NetworkAccount(counts.samples, counts.time_steps, layers, populations, tuple(stages), description.stage_kinds)
+    return NetworkAccount(
+        counts.samples, counts.time_steps, layers, populations, tuple(stages), description.stage_kinds
+    )
 
 
 def description_to_dict(description: NetworkDescription) -> dict:
@@ -298,11 +332,24 @@ def description_from_dict(data: dict) -> NetworkDescription:
     """Inverse of ``description_to_dict``; validates like the constructor."""
     populations = tuple(Population(**{**p, "computed_from": tuple(p["computed_from"])}) for p in data["populations"])
     layers = tuple(
-        SynapticLayer(**{**layer, "inputs": tuple(LayerInput(tuple(i["sources"]), i["fan_out"], i["positions"], int(i.get("delay", 0))) for i in layer["inputs"])})
+        SynapticLayer(
+            **{
+                **layer,
+                "inputs": tuple(
+                    LayerInput(tuple(i["sources"]), i["fan_out"], i["positions"], int(i.get("delay", 0)))
+                    for i in layer["inputs"]
+                ),
+            }
+        )
         for layer in data["layers"]
     )
     return NetworkDescription(
-        data["time_steps"], populations, layers, tuple(data["stages"]), tuple(data["stage_kinds"]), dict(data.get("meta", {}))
+        data["time_steps"],
+        populations,
+        layers,
+        tuple(data["stages"]),
+        tuple(data["stage_kinds"]),
+        dict(data.get("meta", {})),
     )
 
 
@@ -311,7 +358,10 @@ def rename_populations(description: NetworkDescription, rename: dict[str, str]) 
     from dataclasses import replace
 
     new = lambda name: rename.get(name, name)  # noqa: E731
-    populations = tuple(replace(p, name=new(p.name), computed_from=tuple(new(c) for c in p.computed_from)) for p in description.populations)
+    populations = tuple(
+        replace(p, name=new(p.name), computed_from=tuple(new(c) for c in p.computed_from))
+        for p in description.populations
+    )
     layers = tuple(
         replace(layer, inputs=tuple(replace(i, sources=tuple(new(s) for s in i.sources)) for i in layer.inputs))
         for layer in description.layers

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from energy.accounting import NetworkAccount, account
@@ -24,8 +23,8 @@ from energy.report import (
     build_report,
     format_firing_rates,
     format_terminal,
-    plot_stages,
     plain,
+    plot_stages,
     read_firing_rate_table,
     write_json,
     write_markdown,
@@ -56,11 +55,8 @@ def measure(
     ``dataset`` is a registry name (``snnergy.data.registry``) or a Dataset of
     ``(audio [T,C,S,S], video [T,C,S,S], label)`` items.
     """
-    from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from energy.accounting import account
-    from energy.torch_probe import collect_spike_counts, describe_model
     from snnergy.checkpoint import load_checkpoint
 
     if samples < 1:
@@ -111,7 +107,6 @@ def energy_report(
     dataset_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Energy per stage of a checkpoint on real inputs; writes the requested files; returns the JSON dict."""
-    from energy.report import build_report, plot_stages, write_json, write_markdown
 
     cost = load_cost_model(cost_model)  # fail on a bad cost model before running anything
     network, meta = measure(
@@ -142,8 +137,7 @@ def firing_rate_table(
     dataset_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Firing rates per fusion stage and modality (paper Table 4 format) as a JSON dict."""
-    from energy.firing_rates import firing_rate_table as build_firing_rate_table
-    from energy.report import plain, write_json
+    from energy.report import write_json
 
     network, meta = measure(
         checkpoint_path, dataset, samples, data_root, cache_dir, split, batch_size, device, progress, dataset_options
@@ -171,8 +165,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="SNNergy checkpoint (from `snnergy init` or `snnergy train`)")
     group = add_data_arguments(parser)
     group.add_argument("--split", default="test", help="split whose first samples are run (default: %(default)s)")
-    group.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="number of samples to run (default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="samples per forward (default: %(default)s)")
+    group.add_argument(
+        "--samples", type=int, default=DEFAULT_SAMPLES, help="number of samples to run (default: %(default)s)"
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="samples per forward (default: %(default)s)"
+    )
     group.add_argument("--device", default="cpu", choices=DEVICES, help="where to run (default: %(default)s)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -192,13 +190,18 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
-    from energy.report import EnergyReport, format_terminal
 
     for path in (args.json, args.markdown, args.png):
         check_output(path, "report", [args.checkpoint])
 
-    data = energy_report(args.checkpoint, cost_model=args.cost_model, json_path=args.json, markdown_path=args.markdown,
-                         png_path=args.png, **_run_kwargs(args))  # fmt: skip
+    data = energy_report(
+        args.checkpoint,
+        cost_model=args.cost_model,
+        json_path=args.json,
+        markdown_path=args.markdown,
+        png_path=args.png,
+        **_run_kwargs(args),
+    )
     print(format_terminal(EnergyReport.from_dict(data)))
     for path in (args.json, args.markdown, args.png):
         if path is not None:
@@ -207,7 +210,6 @@ def cmd_energy(args: argparse.Namespace) -> int:
 
 
 def cmd_firing_rates(args: argparse.Namespace) -> int:
-    from energy.report import format_firing_rates, read_firing_rate_table
 
     check_output(args.json, "report", [args.checkpoint])
     data = firing_rate_table(args.checkpoint, json_path=args.json, **_run_kwargs(args))
@@ -235,7 +237,9 @@ def add_energy_commands(subparsers: argparse._SubParsersAction) -> None:
         help=f"built-in cost model ({', '.join(builtin_cost_models())}) or the path of a YAML/JSON cost model file "
         "(default: %(default)s)",
     )
-    out.add_argument("--json", type=Path, help="write the report as JSON (stages, total, layers, populations, firing rates)")
+    out.add_argument(
+        "--json", type=Path, help="write the report as JSON (stages, total, layers, populations, firing rates)"
+    )
     out.add_argument("--markdown", type=Path, help="write the report as Markdown")
     out.add_argument("--png", type=Path, help="write a bar chart of energy and firing rate per stage")
     energy.set_defaults(func=cmd_energy)

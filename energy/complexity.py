@@ -37,9 +37,7 @@ def stage_complexities(tokens: tuple[int, ...], dims: tuple[int, ...]) -> list[S
     """Per-stage CMQKA and SSA op counts for given token counts and widths."""
     if len(tokens) != len(dims):
         raise ValueError(f"need one width per stage: {len(tokens)} token counts, {len(dims)} widths")
-    return [
-        StageComplexity(i + 1, n, d, cmqka_ops(n, d), ssa_ops(n, d)) for i, (n, d) in enumerate(zip(tokens, dims))
-    ]
+    return [StageComplexity(i + 1, n, d, cmqka_ops(n, d), ssa_ops(n, d)) for i, (n, d) in enumerate(zip(tokens, dims))]
 
 
 def layout_total(stages: list[StageComplexity], layout: str) -> int:

@@ -48,7 +48,7 @@ class CostModel:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CostModel":
+    def from_dict(cls, data: dict[str, Any]) -> CostModel:
         return cls(**data)
 
 
@@ -64,7 +64,9 @@ def _read(path: Path) -> Any:
     try:
         return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise CostModelError(f"cost model file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {error}") from error
+        raise CostModelError(
+            f"cost model file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {error}"
+        ) from error
 
 
 def parse_cost_model(data: Any, origin: str) -> CostModel:
@@ -76,18 +78,24 @@ def parse_cost_model(data: Any, origin: str) -> CostModel:
             raise CostModelError(f"cost model file {origin}: missing field '{key}'")
     energies = data["energy_pj"]
     if not isinstance(energies, dict):
-        raise CostModelError(f"cost model file {origin}: field 'energy_pj' must be a mapping of {', '.join(ENERGY_FIELDS)}")
+        raise CostModelError(
+            f"cost model file {origin}: field 'energy_pj' must be a mapping of {', '.join(ENERGY_FIELDS)}"
+        )
     values = {}
     for key in ENERGY_FIELDS:
         if key not in energies or energies[key] is None:
             raise CostModelError(f"cost model file {origin}: missing field 'energy_pj.{key}'")
         value = energies[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise CostModelError(f"cost model file {origin}: field 'energy_pj.{key}' must be a number >= 0 (pJ), got {value!r}")
+            raise CostModelError(
+                f"cost model file {origin}: field 'energy_pj.{key}' must be a number >= 0 (pJ), got {value!r}"
+            )
         values[key] = float(value)
     unknown = sorted(set(energies) - set(ENERGY_FIELDS))
     if unknown:
-        raise CostModelError(f"cost model file {origin}: unknown field(s) {', '.join('energy_pj.' + u for u in unknown)}")
+        raise CostModelError(
+            f"cost model file {origin}: unknown field(s) {', '.join('energy_pj.' + u for u in unknown)}"
+        )
     return CostModel(
         name=str(data["name"]),
         synaptic_op_pj=values["synaptic_op"],

@@ -51,9 +51,19 @@ def stage_energy(ops: StageOps, cost: CostModel) -> StageEnergy:
     mac = ops.macs * cost.mac_pj
     neuron = ops.neuron_updates * cost.neuron_update_pj + ops.spikes * cost.spike_pj
     return StageEnergy(
-        ops.name, ops.sops, ops.macs, ops.dense_ops, ops.spikes, ops.neuron_updates, ops.firing_rate,
-        sop, mac, neuron, sop + mac + neuron, ops.dense_ops * cost.mac_pj,
-    )  # fmt: skip
+        ops.name,
+        ops.sops,
+        ops.macs,
+        ops.dense_ops,
+        ops.spikes,
+        ops.neuron_updates,
+        ops.firing_rate,
+        sop,
+        mac,
+        neuron,
+        sop + mac + neuron,
+        ops.dense_ops * cost.mac_pj,
+    )
 
 
 def layer_energy_pj(layer: LayerAccount, cost: CostModel) -> float:

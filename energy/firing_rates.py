@@ -2,9 +2,10 @@
 
 Rows Q, K (and V where a stage uses SSA), Attn (the attention-mask neuron), Out (the
 attention branch's output neurons ``P``: not in the paper's table, added because a silent
-branch shows there first), MLP Layer1 and Layer2; one column per fusion stage, named by its kind (``CM1``, ``CM2``, ``SSA3``), split
-by modality. The modality of a row is the branch the neurons belong to: the keys of the
-audio branch are computed from the video stream but update audio. A rate is total spikes
+branch shows there first), MLP Layer1 and Layer2; one column per fusion stage, named by its
+kind (``CM1``, ``CM2``, ``SSA3``), split by modality. The modality of a row is the branch
+the neurons belong to: the keys of the audio branch are computed from the video stream but
+update audio. A rate is total spikes
 over total neuron-timesteps, so it averages the blocks of a stage and, for CMQKA, its
 spatial and temporal pathways, weighted by their sizes.
 """

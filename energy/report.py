@@ -26,7 +26,8 @@ FORMAT = "snnergy-energy-report"
 FORMAT_VERSION = 1
 CONVENTIONS = (
     "Values are per inference, averaged over the samples run.",
-    "SOPs = spikes arriving at a layer x fan-out (mean fan-out = dense ops / input positions), i.e. input rate x T x dense ops.",
+    "SOPs = spikes arriving at a layer x fan-out (mean fan-out = dense ops / input positions), i.e. input rate x "
+    "T x dense ops.",
     "A layer reading a residual stream X + alpha*P + M receives the spikes of every constituent spike train.",
     "MACs = dense ops of layers fed by real values: stem conv and shortcut on the analog input, CMQKA fusion product "
     "and the out_proj reading it, the head on pooled features.",
@@ -97,7 +98,7 @@ class EnergyReport:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EnergyReport":
+    def from_dict(cls, data: dict[str, Any]) -> EnergyReport:
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"not a {FORMAT} version {FORMAT_VERSION} document")
         layers = tuple(_tupled(LayerAccount, {k: v for k, v in d.items() if k != "energy_pj"}) for d in data["layers"])
@@ -163,10 +164,18 @@ STAGE_HEADER = ("stage", "SOPs", "MACs", "firing rate", "energy (pJ)", "energy (
 
 def _stage_rows(report: EnergyReport) -> list[tuple[str, ...]]:
     return [
-        (s.name, _count(s.sops), _count(s.macs), _rate(s.firing_rate), f"{s.energy_pj:,.1f}", f"{s.energy_uj:.4g}",
-         f"{s.ann_energy_uj:.4g}", _ratio(s.ann_ratio))
+        (
+            s.name,
+            _count(s.sops),
+            _count(s.macs),
+            _rate(s.firing_rate),
+            f"{s.energy_pj:,.1f}",
+            f"{s.energy_uj:.4g}",
+            f"{s.ann_energy_uj:.4g}",
+            _ratio(s.ann_ratio),
+        )
         for s in (*report.stages, report.total)
-    ]  # fmt: skip
+    ]
 
 
 def _cost_line(cost: CostModel) -> str:
@@ -276,8 +285,11 @@ def plot_stages(report: EnergyReport, path: str | Path) -> Path:
     right.set_xticks(x, names)
     right.set_ylabel("spikes per neuron per timestep")
     right.set_title("firing rate per stage")
-    fig.suptitle(f"{report.samples} samples, T={report.time_steps}; total {report.total.energy_uj:.4g} uJ "
-                 f"(ANN {report.total.ann_energy_uj:.4g} uJ)", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"{report.samples} samples, T={report.time_steps}; total {report.total.energy_uj:.4g} uJ "
+        f"(ANN {report.total.ann_energy_uj:.4g} uJ)",
+        fontsize=9,
+    )
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

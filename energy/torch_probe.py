@@ -40,6 +40,7 @@ def trace_shapes(model: SNNergy) -> dict[str, tuple[tuple[int, ...], tuple[int, 
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, _TRACED):
+
             def hook(mod: nn.Module, args: tuple, out: Tensor, name: str = name) -> None:
                 shapes[name] = (tuple(args[0].shape[2:]), tuple(out.shape[2:]))  # drop [T, B]
 
@@ -82,7 +83,9 @@ class _Builder:
         dense = _size(out_shape) * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
         kind = "conv" if isinstance(self.modules[name], ConvBN2d) else "linear"
         if sources is None:
-            self.layers.append(SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads))
+            self.layers.append(
+                SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads)
+            )
         else:
             # a projection with causal taps reads its input once per tap, tap d delayed by d steps
             taps = getattr(self.modules[name], "taps", 1)
@@ -91,11 +94,15 @@ class _Builder:
             inputs = tuple(LayerInput(tuple(sources), fan_out, positions, delay) for delay in range(taps))
             self.layers.append(SynapticLayer(name, stage, kind, dense, inputs, modality=modality))
 
-    def analytic(self, name: str, stage: str, kind: str, modality: str, dense: int, *inputs: LayerInput, reads: str = "") -> None:
+    def analytic(
+        self, name: str, stage: str, kind: str, modality: str, dense: int, *inputs: LayerInput, reads: str = ""
+    ) -> None:
         if inputs:
             self.layers.append(SynapticLayer(name, stage, kind, dense, tuple(inputs), modality=modality))
         else:
-            self.layers.append(SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads))
+            self.layers.append(
+                SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads)
+            )
 
     # ------------------------------------------------------------------ SPDS
     def spds(self, prefix: str, stage: str, modality: str, stream: list[str] | None) -> str:
@@ -136,29 +143,43 @@ class _Builder:
             channels, tokens = self.shapes[q][1]
             size = channels * tokens
             # token mask: each Q spike adds 1 to the mask neuron of its head and token
-            self.analytic(f"{base}.{pathway}_channel_sum", stage, "channel_sum", modality, size, LayerInput((q,), 1.0, size))
+            self.analytic(
+                f"{base}.{pathway}_channel_sum", stage, "channel_sum", modality, size, LayerInput((q,), 1.0, size)
+            )
             mask = self.population(f"{base}.{pathway}_attn_lif", stage, "attn", modality, **tags)
             # F = A AND K: an AND unit per (channel, token) receives its K spike and the mask spike of its head
             feature = self.population(
                 f"{base}.{pathway}_features", stage, "and", modality, neurons=size, computed_from=(k, mask), **tags
             )
             self.analytic(
-                f"{base}.{pathway}_mask_and", stage, "mask_and", modality, size,
-                LayerInput((k,), 1.0, size), LayerInput((mask,), channels / heads, heads * tokens),
-            )  # fmt: skip
+                f"{base}.{pathway}_mask_and",
+                stage,
+                "mask_and",
+                modality,
+                size,
+                LayerInput((k,), 1.0, size),
+                LayerInput((mask,), channels / heads, heads * tokens),
+            )
             features.append(feature)
         if len(features) == 2:
             # mean_N(F_s) and mean_T(F_t): one accumulate per feature spike (the 1/N, 1/T scales fold into W_o)
             self.analytic(
-                f"{base}.fusion_sum", stage, "fusion_sum", modality, 2 * size,
-                LayerInput((features[0],), 1.0, size), LayerInput((features[1],), 1.0, size),
-            )  # fmt: skip
+                f"{base}.fusion_sum",
+                stage,
+                "fusion_sum",
+                modality,
+                2 * size,
+                LayerInput((features[0],), 1.0, size),
+                LayerInput((features[1],), 1.0, size),
+            )
             product = "mean_N(F_s) x mean_T(F_t) (real x real)"
             self.analytic(f"{base}.fusion_product", stage, "fusion_product", modality, size, reads=product)
             self.synaptic(f"{base}.out_proj", stage, modality, None, reads="fused features (real-valued)")
         else:
             # mean_N(F_s) or mean_T(F_t) alone: one accumulate per feature spike, then W_o reads real values
-            self.analytic(f"{base}.fusion_sum", stage, "fusion_sum", modality, size, LayerInput((features[0],), 1.0, size))
+            self.analytic(
+                f"{base}.fusion_sum", stage, "fusion_sum", modality, size, LayerInput((features[0],), 1.0, size)
+            )
             self.synaptic(f"{base}.out_proj", stage, modality, None, reads="pooled features (real-valued)")
         return self.population(f"{base}.out_lif", stage, "attn_out", modality, block=block)
 
@@ -235,7 +256,15 @@ def as_ann(description: NetworkDescription) -> NetworkDescription:
     from dataclasses import replace
 
     layers = tuple(
-        SynapticLayer(layer.name, layer.stage, layer.kind, layer.dense_ops, real_valued=True, modality=layer.modality, reads="ReLU activations")
+        SynapticLayer(
+            layer.name,
+            layer.stage,
+            layer.kind,
+            layer.dense_ops,
+            real_valued=True,
+            modality=layer.modality,
+            reads="ReLU activations",
+        )
         for layer in description.layers
     )
     return replace(description, populations=(), layers=layers)
@@ -245,7 +274,9 @@ def _check_coverage(model: SNNergy, description: NetworkDescription) -> None:
     """Every spiking module is a population and every weight layer is described, exactly once."""
     spiking = {n for n, m in model.named_modules() if isinstance(m, (*_UNITS, nn.MaxPool2d))}
     described = {p.name for p in description.populations if not p.computed_from}
-    weights = {n.removesuffix(".conv") for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    weights = {
+        n.removesuffix(".conv") for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
+    }
     weights = {n for n in weights if not n.startswith("head.")}  # a fusion head's layers are accounted as one, "head"
     layers = {layer.name for layer in description.layers}
     if spiking != described or not weights <= layers:
@@ -275,7 +306,7 @@ class SpikeProbe:
         self._stash: dict[str, Tensor] = {}
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "SpikeProbe":
+    def __enter__(self) -> SpikeProbe:
         modules = dict(self.model.named_modules())
         derived: dict[str, list[tuple[str, str]]] = {}  # mask population -> [(AND population, key population)]
         for population in self.description.populations:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TARGETS = ("nir", "lava", "onnx")
 SUFFIXES = {"nir": ".nir", "lava": ".lava", "onnx": ".onnx"}  # default output: the checkpoint's name with this suffix
@@ -43,10 +43,16 @@ EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx, "nir": _nir, "lava": 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="SNNergy checkpoint (from `snnergy init` or `snnergy train`)")
-    parser.add_argument("--target", required=True, choices=TARGETS, help="what to write: NIR graph, Lava package, ONNX model")
+    parser.add_argument(
+        "--target", required=True, choices=TARGETS, help="what to write: NIR graph, Lava package, ONNX model"
+    )
     parser.add_argument("--out", type=Path, help="output path (file for nir/onnx, directory for lava)")
-    parser.add_argument("--fixed-point", action="store_true", help="lava: also write Loihi fixed-point (quantised) parameters")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out that is not an export of this target")
+    parser.add_argument(
+        "--fixed-point", action="store_true", help="lava: also write Loihi fixed-point (quantised) parameters"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing --out that is not an export of this target"
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:

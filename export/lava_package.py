@@ -60,6 +60,7 @@ from export.package_format import (
 from snnergy.atomic import staged
 from snnergy.checkpoint import Checkpoint
 
+
 def _versions() -> dict[str, str]:
     result = {}
     for name in ("snnergy", "nir", "lava-nc", "lava-dl", "torch", "spikingjelly"):
@@ -126,7 +127,9 @@ def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str,
     return description_to_dict(rename_populations(description, rename))
 
 
-def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False, source: str | Path | None = None) -> dict[str, Any]:
+def write_lava_package(
+    checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False, source: str | Path | None = None
+) -> dict[str, Any]:
     """Write the package; ``source`` is the checkpoint file it came from (recorded, with its
     SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model)."""
     final_dir = Path(out_dir)
@@ -136,7 +139,9 @@ def write_lava_package(checkpoint: Checkpoint, out_dir: str | Path, fixed_point:
     return {**summary, "path": str(final_dir)}
 
 
-def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None) -> dict[str, Any]:
+def _write_package_files(
+    checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None
+) -> dict[str, Any]:
     graph = build_nir_graph(checkpoint)
     nir.write(out_dir / GRAPH_FILE, graph)
     (out_dir / ENERGY_FILE).write_text(json.dumps(energy_description(checkpoint, graph)))
@@ -152,7 +157,11 @@ def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: boo
         "class_names": list(checkpoint.class_names),
         "time_steps": config.time_steps,
         "dt": float(graph.metadata["dt"]),
-        "inputs": {name.split(".", 1)[1]: [int(d) for d in node.input_type["input"]] for name, node in graph.nodes.items() if isinstance(node, nir.Input)},
+        "inputs": {
+            name.split(".", 1)[1]: [int(d) for d in node.input_type["input"]]
+            for name, node in graph.nodes.items()
+            if isinstance(node, nir.Input)
+        },
         "output": "output",
         "readout": "mean over the T timesteps of the per-step logits (extension time_mean)",
         "extensions": list(graph.metadata["extensions"]),
@@ -171,7 +180,13 @@ def _write_package_files(checkpoint: Checkpoint, out_dir: Path, fixed_point: boo
         "stages": summarise(graph),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return {"path": str(out_dir), "nodes": len(graph.nodes), "edges": len(graph.edges), "fixed_point": fixed_point, "files": sorted(files.values()) + [MANIFEST]}
+    return {
+        "path": str(out_dir),
+        "nodes": len(graph.nodes),
+        "edges": len(graph.edges),
+        "fixed_point": fixed_point,
+        "files": sorted(files.values()) + [MANIFEST],
+    }
 
 
 def _source(path: str | Path | None) -> dict[str, str] | None:
@@ -183,7 +198,13 @@ def _source(path: str | Path | None) -> dict[str, str] | None:
 
 def run_lava_export(checkpoint: Checkpoint, args) -> int:
     out = args.out
-    print(f"writing Lava package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...", flush=True)
+    print(
+        f"writing Lava package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...",
+        flush=True,
+    )
     summary = write_lava_package(checkpoint, out, args.fixed_point, source=args.checkpoint)
-    print(f"wrote {summary['path']}/: {', '.join(summary['files'])} ({summary['nodes']} NIR nodes, {summary['edges']} edges)")
+    print(
+        f"wrote {summary['path']}/: {', '.join(summary['files'])} ({summary['nodes']} NIR nodes, "
+        f"{summary['edges']} edges)"
+    )
     return 0

@@ -42,7 +42,6 @@ from snnergy.layers.projection import ConvBN2d, TokenProjection
 from snnergy.layers.spds import SPDS
 
 
-
 @dataclass
 class Subgraph:
     """Nodes and edges of a part of the network, with its entry and exit node names."""
@@ -71,7 +70,9 @@ def fold_conv_bn(block: ConvBN2d | TokenProjection) -> tuple[np.ndarray, np.ndar
     return weight.double().numpy().astype(np.float32), bias.double().numpy().astype(np.float32)
 
 
-def conv_node(block: ConvBN2d | TokenProjection, input_shape: tuple[int, int, int], tap: int = 0) -> tuple[nir.Conv2d, tuple[int, int, int]]:
+def conv_node(
+    block: ConvBN2d | TokenProjection, input_shape: tuple[int, int, int], tap: int = 0
+) -> tuple[nir.Conv2d, tuple[int, int, int]]:
     """A NIR Conv2d (BN folded) for a ``[C, H, W]`` input; returns it with its output shape.
 
     For a projection with several causal taps, ``tap`` selects the weights of the input
@@ -82,7 +83,9 @@ def conv_node(block: ConvBN2d | TokenProjection, input_shape: tuple[int, int, in
         channels = weight.shape[1] // taps
         weight = np.ascontiguousarray(weight[:, tap * channels : (tap + 1) * channels])
     conv = block.conv
-    kernel, stride, padding, dilation = (_pair(v[0] if len(v) == 1 else v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
+    kernel, stride, padding, dilation = (
+        _pair(v[0] if len(v) == 1 else v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+    )
     node = nir.Conv2d(
         input_shape=input_shape[1:],
         weight=weight,
@@ -105,18 +108,28 @@ def lif_node(lif: neuron.LIFNode, shape: tuple[int, ...], dt: float = DT) -> nir
         raise ValueError("only decay_input hard-reset LIFs map exactly to NIR's LIF")
     full = lambda value: np.full(shape, value, dtype=np.float32)  # noqa: E731
     return nir.LIF(
-        tau=full(lif.tau * dt), r=full(1.0), v_leak=full(lif.v_reset), v_threshold=full(lif.v_threshold), v_reset=full(lif.v_reset)
+        tau=full(lif.tau * dt),
+        r=full(1.0),
+        v_leak=full(lif.v_reset),
+        v_threshold=full(lif.v_threshold),
+        v_reset=full(lif.v_reset),
     )
 
 
-def spike_or_nodes(pool: layer.MaxPool2d, shape: tuple[int, int, int], dt: float = DT) -> tuple[nir.SumPool2d, nir.LIF, tuple[int, int, int]]:
+def spike_or_nodes(
+    pool: layer.MaxPool2d, shape: tuple[int, int, int], dt: float = DT
+) -> tuple[nir.SumPool2d, nir.LIF, tuple[int, int, int]]:
     """Max-pool of binary spikes as SumPool2d + memoryless threshold unit (an OR)."""
     kernel, stride = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size)
     out_shape = (shape[0], shape[1] // stride[0], shape[2] // stride[1])
     full = lambda value: np.full(out_shape, value, dtype=np.float32)  # noqa: E731
     gate = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(0.5), v_reset=full(0.0))
     gate.metadata["snnergy_op"] = "spike_or"
-    return nir.SumPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array((0, 0))), gate, out_shape
+    return (
+        nir.SumPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array((0, 0))),
+        gate,
+        out_shape,
+    )
 
 
 def _pair(value) -> tuple[int, int]:
@@ -180,14 +193,18 @@ def head_sum_node(channels: int, heads: int, grid: tuple[int, int]) -> nir.Conv2
     weight = np.zeros((heads, channels, 1, 1), dtype=np.float32)
     for channel in range(channels):
         weight[channel // (channels // heads), channel] = 1.0
-    return nir.Conv2d(input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(heads, np.float32))
+    return nir.Conv2d(
+        input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(heads, np.float32)
+    )
 
 
 def head_broadcast_node(channels: int, heads: int, grid: tuple[int, int]) -> nir.Conv2d:
     """A head's mask copied to each of its channels: the transposed 0/1 map, ``H -> C``."""
     summed = head_sum_node(channels, heads, grid)
     weight = summed.weight.transpose(1, 0, 2, 3).copy()
-    return nir.Conv2d(input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(channels, np.float32))
+    return nir.Conv2d(
+        input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(channels, np.float32)
+    )
 
 
 def cmqka_pathway_subgraph(attn, pathway: str, grid_shape: tuple[int, int, int], prefix: str) -> Subgraph:
@@ -245,7 +262,11 @@ def run_steps(module: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
 
 def standalone_graph(sub: Subgraph, input_shape: tuple[int, ...], dt: float = DT) -> nir.NIRGraph:
     """``sub`` between one Input and one Output node: a graph stock NIR consumers can run."""
-    nodes = {"input": nir.Input(input_type=np.array(input_shape)), **sub.nodes, "output": nir.Output(output_type=np.array(sub.output_shape))}
+    nodes = {
+        "input": nir.Input(input_type=np.array(input_shape)),
+        **sub.nodes,
+        "output": nir.Output(output_type=np.array(sub.output_shape)),
+    }
     entries = [entry for names in sub.entries.values() for entry in names]  # every role reads the one input
     edges = [("input", entry) for entry in entries] + sub.edges + [(sub.exit, "output")]
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "producer": "snnergy"})

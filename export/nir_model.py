@@ -79,7 +79,9 @@ class GraphBuilder:
         self.edges += [(source, name) for source in sources]
         return name
 
-    def conv_from(self, block: ConvBN2d | TokenProjection, stream: Stream, shape: Shape, name: str) -> tuple[list[str], Shape]:
+    def conv_from(
+        self, block: ConvBN2d | TokenProjection, stream: Stream, shape: Shape, name: str
+    ) -> tuple[list[str], Shape]:
         """The layer reading ``stream``: one conv node per distinct scale of its sources and,
         for a projection with ``taps`` > 1, per tap; tap ``d`` reads each source through a
         NIR ``Delay`` of ``d`` steps (zero before the first step, as the model's causal taps)."""
@@ -95,7 +97,10 @@ class GraphBuilder:
                 sources = [source for source, s in stream if s == scale]
                 if tap:
                     delay = np.full(shape, tap * self.dt, dtype=np.float32)
-                    sources = [self.add(f"{node_name}.delay{i}", nir.Delay(delay=delay), source) for i, source in enumerate(sources)]
+                    sources = [
+                        self.add(f"{node_name}.delay{i}", nir.Delay(delay=delay), source)
+                        for i, source in enumerate(sources)
+                    ]
                 self.add(node_name, node, *sources)
                 names.append(node_name)
         return names, out_shape
@@ -141,7 +146,9 @@ class GraphBuilder:
             self.add(f"{p}.head_sum", head_sum_node(channels, heads, grid), q)
             self.lif(f"{p}.attn_lif", getattr(attn, f"{pathway}_attn_lif"), (heads, *grid), [f"{p}.head_sum"])
             self.add(f"{p}.mask_broadcast", head_broadcast_node(channels, heads, grid), f"{p}.attn_lif")
-            features[pathway] = self.add(f"{p}.and", memoryless_threshold(shape, 1.5, "spike_and"), f"{p}.mask_broadcast", k)
+            features[pathway] = self.add(
+                f"{p}.and", memoryless_threshold(shape, 1.5, "spike_and"), f"{p}.mask_broadcast", k
+            )
         if len(features) == 2:
             spatial = self.add(f"{prefix}.fusion.spatial_mean", extension("token_mean", shape), features["spatial"])
             temporal = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
@@ -155,10 +162,22 @@ class GraphBuilder:
         return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
 
     def ssa(self, attn: CrossModalSSA, query: Stream, key: Stream, shape: Shape, prefix: str) -> str:
-        q = self.lif(f"{prefix}.q_lif", attn.q_lif, shape, self.conv_from(attn.q_proj, query, shape, f"{prefix}.q_proj")[0])
-        k = self.lif(f"{prefix}.k_lif", attn.k_lif, shape, self.conv_from(attn.k_proj, key, shape, f"{prefix}.k_proj")[0])
-        v = self.lif(f"{prefix}.v_lif", attn.v_lif, shape, self.conv_from(attn.v_proj, key, shape, f"{prefix}.v_proj")[0])
-        product = extension("ssa_attention", shape, operands=[q, k, v], heads=attn.num_heads, scale=float(torch.as_tensor(attn.scale).detach()))
+        q = self.lif(
+            f"{prefix}.q_lif", attn.q_lif, shape, self.conv_from(attn.q_proj, query, shape, f"{prefix}.q_proj")[0]
+        )
+        k = self.lif(
+            f"{prefix}.k_lif", attn.k_lif, shape, self.conv_from(attn.k_proj, key, shape, f"{prefix}.k_proj")[0]
+        )
+        v = self.lif(
+            f"{prefix}.v_lif", attn.v_lif, shape, self.conv_from(attn.v_proj, key, shape, f"{prefix}.v_proj")[0]
+        )
+        product = extension(
+            "ssa_attention",
+            shape,
+            operands=[q, k, v],
+            heads=attn.num_heads,
+            scale=float(torch.as_tensor(attn.scale).detach()),
+        )
         attended = self.add(f"{prefix}.attention", product, q, k, v)
         self.lif(f"{prefix}.attn_lif", attn.attn_lif, shape, [attended])
         out = self.conv_from(attn.out_proj, [(f"{prefix}.attn_lif", 1.0)], shape, f"{prefix}.out_proj")[0]
@@ -185,13 +204,22 @@ class GraphBuilder:
         for index, m in enumerate(MODALITIES):
             for group, scale in enumerate(dict.fromkeys(s for _, s in streams[m])):
                 pool = self.add(
-                    f"head.{m}.pool@scale{group}", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array((0, 0))),
+                    f"head.{m}.pool@scale{group}",
+                    nir.AvgPool2d(
+                        kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array((0, 0))
+                    ),
                     *(source for source, s in streams[m] if s == scale),
-                )  # fmt: skip
-                flat = self.add(f"head.{m}.flatten@scale{group}", nir.Flatten(input_type={"input": np.array((channels, 1, 1))}, start_dim=0), pool)
+                )
+                flat = self.add(
+                    f"head.{m}.flatten@scale{group}",
+                    nir.Flatten(input_type={"input": np.array((channels, 1, 1))}, start_dim=0),
+                    pool,
+                )
                 w = weight[:, index * channels : (index + 1) * channels] * np.float32(scale)
                 b = bias if (index == 0 and group == 0) else np.zeros_like(bias)
-                parts.append(self.add(f"head.{m}.linear@scale{group}", nir.Affine(weight=w.astype(np.float32), bias=b), flat))
+                parts.append(
+                    self.add(f"head.{m}.linear@scale{group}", nir.Affine(weight=w.astype(np.float32), bias=b), flat)
+                )
         logits = weight.shape[0]
         identity = nir.Affine(weight=np.eye(logits, dtype=np.float32), bias=np.zeros(logits, np.float32))
         summed = self.add("head.logits_per_step", identity, *parts)
@@ -218,7 +246,9 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
     for index, blocks in enumerate(model.stages):
         if index > 0:
             for m in MODALITIES:
-                streams[m], shapes[m] = builder.spds(model.down[index - 1][m], streams[m], shapes[m], f"down{index}.{m}")
+                streams[m], shapes[m] = builder.spds(
+                    model.down[index - 1][m], streams[m], shapes[m], f"down{index}.{m}"
+                )
         for b, block in enumerate(blocks):
             streams = builder.block(block, streams, shapes["audio"], f"stage{index + 1}.{b}")
     readout = builder.head(model, streams, shapes["audio"])
@@ -288,17 +318,25 @@ def export_nir(checkpoint: Checkpoint, out_path) -> dict:
         loaded = nir.read(staging)
         if set(loaded.nodes) != set(graph.nodes) or len(loaded.edges) != len(graph.edges):
             raise RuntimeError(f"{out_path} does not read back as written")
-    return {"path": str(out_path), "bytes": out_path.stat().st_size, "nodes": len(graph.nodes), "edges": len(graph.edges), "stages": summarise(graph)}
+    return {
+        "path": str(out_path),
+        "bytes": out_path.stat().st_size,
+        "nodes": len(graph.nodes),
+        "edges": len(graph.edges),
+        "stages": summarise(graph),
+    }
 
 
 def run_nir_export(checkpoint: Checkpoint, args) -> int:
-    from pathlib import Path
 
     out = args.out
     print(f"exporting {args.checkpoint} to NIR ...", flush=True)
     summary = export_nir(checkpoint, out)
-    print(f"wrote {summary['path']}: {summary['nodes']} nodes, {summary['edges']} edges, {summary['bytes'] / 2**20:.1f} MiB "
-          f"(stock nir.read loads it back)\n")  # fmt: skip
+    print(
+        f"wrote {summary['path']}: {summary['nodes']} nodes, {summary['edges']} edges, "
+        f"{summary['bytes'] / 2**20:.1f} MiB "
+        f"(stock nir.read loads it back)\n"
+    )
     print(f"{'stage':<8} {'nodes':>6} {'neurons':>9} {'synapses':>10} {'extensions':>10}")
     for stage, row in summary["stages"].items():
         print(f"{stage:<8} {row['nodes']:>6} {row['neurons']:>9,} {row['synapses']:>10,} {row['extensions']:>10}")

@@ -71,7 +71,12 @@ def _tensor(array) -> torch.Tensor:
 def _synaptic(node: nir.NIRNode, x: torch.Tensor) -> torch.Tensor:
     if isinstance(node, nir.Conv2d):
         weight, bias = _tensor(node.weight), _tensor(node.bias)
-        return _frames(lambda f: F.conv2d(f, weight, bias, tuple(node.stride), tuple(node.padding), tuple(node.dilation), node.groups), x)
+        return _frames(
+            lambda f: F.conv2d(
+                f, weight, bias, tuple(node.stride), tuple(node.padding), tuple(node.dilation), node.groups
+            ),
+            x,
+        )
     if isinstance(node, nir.SumPool2d):
         kernel, stride = tuple(int(k) for k in node.kernel_size), tuple(int(s) for s in node.stride)
         return _frames(lambda f: F.avg_pool2d(f, kernel, stride) * (kernel[0] * kernel[1]), x)

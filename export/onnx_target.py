@@ -40,9 +40,20 @@ from snnergy.model import SNNergy
 OPSET = 17
 # leaf modules whose ONNX export is plain tensor ops (after the LIF swap)
 SUPPORTED_LEAVES = (
-    nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.MaxPool2d, nn.Linear, nn.ParameterDict,
-    layer.Conv1d, layer.Conv2d, layer.BatchNorm1d, layer.BatchNorm2d, layer.MaxPool2d, FactorFusion,
-)  # fmt: skip
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.MaxPool2d,
+    nn.Linear,
+    nn.ParameterDict,
+    layer.Conv1d,
+    layer.Conv2d,
+    layer.BatchNorm1d,
+    layer.BatchNorm2d,
+    layer.MaxPool2d,
+    FactorFusion,
+)
 
 
 class UnsupportedModuleError(ValueError):
@@ -97,13 +108,17 @@ def check_supported(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if isinstance(module, neuron.LIFNode):
             if module.v_reset is None:
-                raise UnsupportedModuleError(f"module '{name}' (LIFNode) uses soft reset (v_reset=None), which is not exported")
+                raise UnsupportedModuleError(
+                    f"module '{name}' (LIFNode) uses soft reset (v_reset=None), which is not exported"
+                )
             lif_prefixes.append(name + ".")
             continue
         if any(name.startswith(prefix) for prefix in lif_prefixes):  # the LIF's surrogate: training only
             continue
         if isinstance(module, MemoryModule):
-            raise UnsupportedModuleError(f"module '{name}' ({type(module).__name__}) keeps state the ONNX export cannot unroll")
+            raise UnsupportedModuleError(
+                f"module '{name}' ({type(module).__name__}) keeps state the ONNX export cannot unroll"
+            )
         if not list(module.children()) and not isinstance(module, SUPPORTED_LEAVES):
             raise UnsupportedModuleError(f"module '{name}' ({type(module).__name__}) has no ONNX export in SNNergy")
 
@@ -164,7 +179,9 @@ def _add_metadata(path: Path, checkpoint: Checkpoint) -> None:
     onnx.save(model, str(path))
 
 
-def export_onnx(checkpoint: Checkpoint, out_path: str | Path, opset: int = OPSET, check_batch: int = 2) -> dict[str, Any]:
+def export_onnx(
+    checkpoint: Checkpoint, out_path: str | Path, opset: int = OPSET, check_batch: int = 2
+) -> dict[str, Any]:
     """Write the ONNX file, validate it with onnx.checker, compare onnxruntime with PyTorch."""
     from snnergy.atomic import staged
 
@@ -183,10 +200,15 @@ def _export_onnx_to(checkpoint: Checkpoint, out_path: Path, opset: int, check_ba
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on the model's own shape checks
         torch.onnx.export(
-            twin, (audio, video), str(out_path), dynamo=False, opset_version=opset,
-            input_names=["audio", "video"], output_names=["logits"],
+            twin,
+            (audio, video),
+            str(out_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["audio", "video"],
+            output_names=["logits"],
             dynamic_axes={"audio": {0: "batch"}, "video": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip
+        )
     _add_metadata(out_path, checkpoint)
     seconds = time.perf_counter() - start
     with torch.no_grad():
@@ -210,7 +232,8 @@ def run_onnx_export(checkpoint: Checkpoint, args: argparse.Namespace) -> int:
     print(f"exporting {args.checkpoint} to ONNX (unrolled over T={checkpoint.model_config.time_steps}) ...", flush=True)
     summary = export_onnx(checkpoint, out)
     print(
-        f"wrote {summary['path']}: {summary['nodes']} nodes, {summary['bytes'] / 2**20:.1f} MiB, opset {summary['opset']}, "
+        f"wrote {summary['path']}: {summary['nodes']} nodes, {summary['bytes'] / 2**20:.1f} MiB, opset "
+        f"{summary['opset']}, "
         f"inputs {summary['inputs']} -> {summary['outputs']}\n"
         f"onnx.checker passed; onnxruntime vs PyTorch max |logit difference| {summary['max_abs_logit_diff']:.2e} "
         f"on a batch of {summary['check_batch']}"

@@ -99,14 +99,20 @@ def read_manifest(package_dir: str | Path) -> dict[str, Any]:
         if not file.is_file():
             raise ValueError(f"{package_dir}: file {name} named in the manifest is missing")
         if name in hashes and sha256(file) != hashes[name]:
-            raise ValueError(f"{package_dir}: {name} changed since export (SHA-256 differs from the manifest); re-export the package")
+            raise ValueError(
+                f"{package_dir}: {name} changed since export (SHA-256 differs from the manifest); re-export the package"
+            )
     if manifest["format_version"] >= 2 and set(hashes) != set(manifest["files"].values()):
         raise ValueError(f"{path}: the manifest lists no content hash for some of its files; re-export the package")
     config = manifest["model_config"]
     if manifest["time_steps"] != config["time_steps"]:
-        raise ValueError(f"{path}: time_steps {manifest['time_steps']} disagrees with the model's {config['time_steps']}")
+        raise ValueError(
+            f"{path}: time_steps {manifest['time_steps']} disagrees with the model's {config['time_steps']}"
+        )
     if len(manifest["class_names"]) != config["num_classes"]:
-        raise ValueError(f"{path}: {len(manifest['class_names'])} class names for a model with {config['num_classes']} classes")
+        raise ValueError(
+            f"{path}: {len(manifest['class_names'])} class names for a model with {config['num_classes']} classes"
+        )
     if not isinstance(manifest.get("dt"), (int, float)) or not manifest["dt"] > 0:
         raise ValueError(f"{path}: dt must be a positive number of seconds, got {manifest.get('dt')!r}")
     return manifest

@@ -83,8 +83,7 @@ def _dataclass_defs(tree: ast.Module) -> list[ast.ClassDef]:
     return [
         node
         for node in tree.body
-        if isinstance(node, ast.ClassDef)
-        and any(_is_dataclass_decorator(d) for d in node.decorator_list)
+        if isinstance(node, ast.ClassDef) and any(_is_dataclass_decorator(d) for d in node.decorator_list)
     ]
 
 

@@ -49,7 +49,9 @@ class LavaInterrupted(LavaRunError):
     one_line = True
 
     def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; the Lava processes and their shared memory were cleaned up")
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; the Lava processes and their shared memory were cleaned up"
+        )
         self.signum = signum
 
 
@@ -74,6 +76,7 @@ def announce_stopping() -> None:
 @contextlib.contextmanager
 def _stop_signals_raise() -> Any:
     """While the block runs, a stop signal raises ``LavaInterrupted`` (main thread only)."""
+
     def handler(signum: int, frame: Any) -> None:
         for sig in STOP_SIGNALS:  # one stop is enough: let the cleanup finish undisturbed
             signal.signal(sig, signal.SIG_IGN)
@@ -115,8 +118,12 @@ def _start_child(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[subproc
     payload = pickle.dumps(sys.path) + pickle.dumps((fn, args))
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD_COMMAND, str(write_fd)], stdin=subprocess.PIPE,
-                                pass_fds=(write_fd,), process_group=0)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD_COMMAND, str(write_fd)],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            process_group=0,
+        )
     finally:
         os.close(write_fd)
     try:
@@ -173,7 +180,9 @@ def run_with_timeout(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     if status == "hang":
         raise LavaTimeoutError(f"lava run did not finish within {timeout:g} s (hang)")
     if status == "worker died":
-        raise LavaWorkerDied(f"Lava process {payload} ended during the run (killed, or out of memory); the rest of the run was stopped")
+        raise LavaWorkerDied(
+            f"Lava process {payload} ended during the run (killed, or out of memory); the rest of the run was stopped"
+        )
     if status != "ok":
         raise LavaRunError(f"lava run failed in its child process:\n{payload}")
     return payload
@@ -193,10 +202,9 @@ def _workers(pgid: int) -> tuple[set[str], set[str]]:
         if proc_dir not in alive:
             zombies.add(proc_dir)
             continue
-        with contextlib.suppress(OSError):
-            with open(proc_dir + "cmdline", "rb") as f:
-                if f.read() == leader:
-                    living.add(proc_dir)
+        with contextlib.suppress(OSError), open(proc_dir + "cmdline", "rb") as f:
+            if f.read() == leader:
+                living.add(proc_dir)
     return living, zombies
 
 
@@ -264,9 +272,8 @@ def _unlink_orphans(before: set[str], started: float) -> None:
         return
     mapped: set[str] = set()
     for maps in glob.glob("/proc/[0-9]*/maps"):
-        with contextlib.suppress(OSError):
-            with open(maps) as f:
-                mapped.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
+        with contextlib.suppress(OSError), open(maps) as f:
+            mapped.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
     for path in candidates - mapped:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -276,7 +283,6 @@ def _shm_segments_of_group(pgid: int) -> set[str]:
     """``/dev/shm`` files mapped by any process of group ``pgid`` (Linux /proc)."""
     segments: set[str] = set()
     for proc_dir in _group_proc_dirs(pgid):
-        with contextlib.suppress(OSError, IndexError):
-            with open(proc_dir + "maps") as f:
-                segments.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
+        with contextlib.suppress(OSError, IndexError), open(proc_dir + "maps") as f:
+            segments.update(line.split(None, 5)[5].strip() for line in f if " /dev/shm/" in line)
     return segments

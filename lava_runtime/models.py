@@ -221,7 +221,9 @@ def ssa_values(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.nd
     lanes, channels = q.shape[:2]
 
     def split(x: np.ndarray) -> torch.Tensor:  # -> [lanes, heads, N, C/heads]
-        return torch.from_numpy(np.asarray(x, np.float64)).reshape(lanes, heads, channels // heads, -1).transpose(-1, -2)
+        return (
+            torch.from_numpy(np.asarray(x, np.float64)).reshape(lanes, heads, channels // heads, -1).transpose(-1, -2)
+        )
 
     out = (split(q) @ split(k).transpose(-1, -2)) @ split(v)
     return out.transpose(-1, -2).reshape(q.shape).numpy()
@@ -465,7 +467,12 @@ def cluster_model(mode: str, inputs: int, out_types: tuple[Any, ...]) -> type:
     key = (mode, inputs, out_types)
     if key not in _CLUSTER_MODELS:
         ports = {f"in{i}": LavaPyType(PyInPort.VEC_DENSE, float) for i in range(inputs)}
-        ports.update({f"out{j}": LavaPyType(PyOutPort.VEC_DENSE, d_type, precision=precision) for j, (d_type, precision) in enumerate(out_types)})
+        ports.update(
+            {
+                f"out{j}": LavaPyType(PyOutPort.VEC_DENSE, d_type, precision=precision)
+                for j, (d_type, precision) in enumerate(out_types)
+            }
+        )
         _CLUSTER_MODELS[key] = _model(Cluster, mode)(type(f"PyCluster{len(_CLUSTER_MODELS)}", (_ClusterBase,), ports))
     return _CLUSTER_MODELS[key]
 
@@ -475,11 +482,25 @@ _CLUSTER_MODELS: dict[tuple[str, int, tuple[Any, ...]], type] = {}
 
 MODELS = {
     "floating_pt": {
-        FrameSource: PyFrameSourceFloat, Synapses: PySynapses, TokenMean: PyTokenMeanFloat, TimeMean: PyTimeMeanFloat,
-        Readout: PyReadout, Product: PyProductFloat, SSAAttention: PySSAFloat, Delay: PyDelayFloat, NeuroCore: PyNeuroCoreFloat,
+        FrameSource: PyFrameSourceFloat,
+        Synapses: PySynapses,
+        TokenMean: PyTokenMeanFloat,
+        TimeMean: PyTimeMeanFloat,
+        Readout: PyReadout,
+        Product: PyProductFloat,
+        SSAAttention: PySSAFloat,
+        Delay: PyDelayFloat,
+        NeuroCore: PyNeuroCoreFloat,
     },
     "fixed_pt": {
-        FrameSource: PyFrameSourceFixed, Synapses: PySynapses, TokenMean: PyTokenMeanFixed, TimeMean: PyTimeMeanFixed,
-        Readout: PyReadout, Product: PyProductFixed, SSAAttention: PySSAFixed, Delay: PyDelayFixed, NeuroCore: PyNeuroCoreFixed,
+        FrameSource: PyFrameSourceFixed,
+        Synapses: PySynapses,
+        TokenMean: PyTokenMeanFixed,
+        TimeMean: PyTimeMeanFixed,
+        Readout: PyReadout,
+        Product: PyProductFixed,
+        SSAAttention: PySSAFixed,
+        Delay: PyDelayFixed,
+        NeuroCore: PyNeuroCoreFixed,
     },
-}  # fmt: skip
+}

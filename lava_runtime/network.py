@@ -9,7 +9,6 @@ limit, ``lava_runtime.guard``) returns nothing but timings.
 from __future__ import annotations
 
 import json
-
 import math
 import tempfile
 import time
@@ -57,10 +56,20 @@ def load_package(path: str | Path) -> Package:
     recorded = {"dt": graph.metadata.get("dt"), "time_steps": graph.metadata.get("time_steps")}
     for key, value in recorded.items():
         if value is None or not np.isclose(float(value), float(manifest[key])):
-            raise ValueError(f"{path}: the manifest's {key} {manifest[key]!r} disagrees with the graph's {value!r}; re-export the package")
-    graph_inputs = {name.split(".", 1)[1]: [int(d) for d in node.input_type["input"]] for name, node in graph.nodes.items() if isinstance(node, nir.Input)}
+            raise ValueError(
+                f"{path}: the manifest's {key} {manifest[key]!r} disagrees with the graph's {value!r}; re-export "
+                "the package"
+            )
+    graph_inputs = {
+        name.split(".", 1)[1]: [int(d) for d in node.input_type["input"]]
+        for name, node in graph.nodes.items()
+        if isinstance(node, nir.Input)
+    }
     if graph_inputs != manifest["inputs"]:
-        raise ValueError(f"{path}: the manifest's input shapes {manifest['inputs']} are not the graph's {graph_inputs}; re-export the package")
+        raise ValueError(
+            f"{path}: the manifest's input shapes {manifest['inputs']} are not the graph's {graph_inputs}; "
+            "re-export the package"
+        )
     if json.loads(graph.metadata.get("model_config", "null")) != manifest["model_config"]:
         raise ValueError(f"{path}: the manifest's model_config is not the graph's; re-export the package")
     fixed = None
@@ -105,7 +114,14 @@ class _Builder:
         import torch
 
         self.torch = torch
-        self.package, self.plan, self.mode, self.lanes, self.steps, self.workdir = package, plan, mode, lanes, steps, workdir
+        self.package, self.plan, self.mode, self.lanes, self.steps, self.workdir = (
+            package,
+            plan,
+            mode,
+            lanes,
+            steps,
+            workdir,
+        )
         self.graph, self.dt = package.graph, float(package.manifest["dt"])
         self.procs: dict[str, Any] = {}
 
@@ -115,23 +131,43 @@ class _Builder:
         fixed = self.mode == "fixed" and target is not None
         if isinstance(node, nir.Conv2d):
             if fixed:
-                weight = torch.from_numpy(self.package.fixed[synapse_key(target, name, "weight_mant")].astype(np.float64))
+                weight = torch.from_numpy(
+                    self.package.fixed[synapse_key(target, name, "weight_mant")].astype(np.float64)
+                )
                 bias = None
             else:
                 weight = torch.from_numpy(np.asarray(node.weight, np.float32))
                 bias = torch.from_numpy(np.asarray(node.bias, np.float32))
             params = dict(weight=weight, bias=bias, groups=int(node.groups))
-            params.update({k: tuple(int(v) for v in np.broadcast_to(getattr(node, k), 2)) for k in ("stride", "padding", "dilation")})
+            params.update(
+                {
+                    k: tuple(int(v) for v in np.broadcast_to(getattr(node, k), 2))
+                    for k in ("stride", "padding", "dilation")
+                }
+            )
             return [("conv2d", params)]
         if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
             kind = "sumpool" if isinstance(node, nir.SumPool2d) else "avgpool"
-            return [(kind, {"kernel": tuple(int(k) for k in node.kernel_size), "stride": tuple(int(s) for s in node.stride)})]
+            return [
+                (
+                    kind,
+                    {"kernel": tuple(int(k) for k in node.kernel_size), "stride": tuple(int(s) for s in node.stride)},
+                )
+            ]
         if isinstance(node, nir.Flatten):
             return [("flatten", {"start_dim": int(node.start_dim)})]
         if isinstance(node, nir.Affine):
             if fixed:
                 raise ValueError(f"{name}: fixed-point Affine into a neuron is not supported")
-            return [("affine", {"weight": torch.from_numpy(np.asarray(node.weight, np.float32)), "bias": torch.from_numpy(np.asarray(node.bias, np.float32))})]
+            return [
+                (
+                    "affine",
+                    {
+                        "weight": torch.from_numpy(np.asarray(node.weight, np.float32)),
+                        "bias": torch.from_numpy(np.asarray(node.bias, np.float32)),
+                    },
+                )
+            ]
         raise ValueError(f"{name}: not a synaptic node")
 
     def _into_neuron(self, target: str, source_kind: str, last_node: str | None) -> list[tuple[str, dict[str, Any]]]:
@@ -164,15 +200,29 @@ class _Builder:
             elif kind == "token_mean":
                 proc = P.TokenMean(shape=shape, name=plan.name)
             elif kind == "time_mean":
-                proc = P.TimeMean(shape=shape, time_steps=self.plan.time_steps, input_latency=plan.params["input_latency"], name=plan.name)
+                proc = P.TimeMean(
+                    shape=shape,
+                    time_steps=self.plan.time_steps,
+                    input_latency=plan.params["input_latency"],
+                    name=plan.name,
+                )
             elif kind == "readout":
-                proc = P.Readout(shape=shape, time_steps=self.plan.time_steps, input_latency=plan.params["input_latency"],
-                                 record_path=str(self.workdir / "readout.npy"), name=plan.name)  # fmt: skip
+                proc = P.Readout(
+                    shape=shape,
+                    time_steps=self.plan.time_steps,
+                    input_latency=plan.params["input_latency"],
+                    record_path=str(self.workdir / "readout.npy"),
+                    name=plan.name,
+                )
             elif kind == "product":
-                proc = P.Product(shape=shape, scale=float(self.graph.nodes[plan.name].metadata.get("scale", 1.0)), name=plan.name)
+                proc = P.Product(
+                    shape=shape, scale=float(self.graph.nodes[plan.name].metadata.get("scale", 1.0)), name=plan.name
+                )
             elif kind == "ssa_attention":
                 node = self.graph.nodes[plan.name]
-                proc = P.SSAAttention(shape=shape, heads=int(node.metadata["heads"]), scale=float(node.metadata["scale"]), name=plan.name)
+                proc = P.SSAAttention(
+                    shape=shape, heads=int(node.metadata["heads"]), scale=float(node.metadata["scale"]), name=plan.name
+                )
             elif kind == "delay":
                 proc = P.Delay(shape=shape, steps=int(plan.params["steps"]), name=plan.name)
             else:
@@ -203,17 +253,29 @@ class _Builder:
             inputs.append({"ops": ops, "delays": group["delays"], "shifts": group["shifts"]})
         in_shapes = [(self.lanes, *self.plan.processes[source].shape) for source in plan.sources]
         window_steps = self.steps - self.plan.latency  # every sample window, back to back
-        common = dict(shape=shape, in_shapes=in_shapes, inputs=inputs, reset_interval=self.plan.time_steps,
-                      reset_offset=(1 + plan.latency) % self.plan.time_steps, record_path=str(record),
-                      active_steps=(plan.latency + 1, plan.latency + window_steps), name=plan.name)  # fmt: skip
+        common = dict(
+            shape=shape,
+            in_shapes=in_shapes,
+            inputs=inputs,
+            reset_interval=self.plan.time_steps,
+            reset_offset=(1 + plan.latency) % self.plan.time_steps,
+            record_path=str(record),
+            active_steps=(plan.latency + 1, plan.latency + window_steps),
+            name=plan.name,
+        )
         if self.mode == "float":
             params = lif_parameters(node, self.dt)
             return P.NeuroCore(du=1.0, dv=params["dv"], vth=params["vth"], **common)
         fixed = self.package.fixed
         mantissa, exponent = self._fixed_bias(plan, shape)
-        return P.NeuroCore(du=int(fixed[population_key(plan.name, "du")]), dv=int(fixed[population_key(plan.name, "dv")]),
-                           vth=int(fixed[population_key(plan.name, "vth_mant")]),
-                           bias_mant=mantissa, bias_exp=exponent, **common)  # fmt: skip
+        return P.NeuroCore(
+            du=int(fixed[population_key(plan.name, "du")]),
+            dv=int(fixed[population_key(plan.name, "dv")]),
+            vth=int(fixed[population_key(plan.name, "vth_mant")]),
+            bias_mant=mantissa,
+            bias_exp=exponent,
+            **common,
+        )
 
     def _fixed_bias(self, plan: ProcessPlan, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded;
@@ -235,7 +297,9 @@ class _Builder:
         named = {"product": ("a_in", "b_in"), "ssa_attention": ("q_in", "k_in", "v_in")}
         ports: dict[str, list[str]] = defaultdict(list)
         for index, source in enumerate(plan.sources):
-            ports[named[plan.kind][index] if plan.kind in named else (f"in{index}" if plan.kind == "lif" else "s_in")].append(source)
+            ports[
+                named[plan.kind][index] if plan.kind in named else (f"in{index}" if plan.kind == "lif" else "s_in")
+            ].append(source)
         return dict(ports)
 
     def clusters(self, grouping: str) -> list[Any]:
@@ -261,18 +325,35 @@ class _Builder:
                     if source not in inputs:  # one port per source, however many members and taps read it
                         inputs.append(source)
                 model = MODELS[MODES[self.mode]][type(proc)]
-                members.append({"name": name, "model": model, "proc_params": proc.proc_params, "ports": ports,
-                                "vars": {var.name: (var.shape, var.init) for var in proc.vars},
-                                "output_port": "s_out" if plan.kind in ("input", "lif") else "a_out"})  # fmt: skip
+                members.append(
+                    {
+                        "name": name,
+                        "model": model,
+                        "proc_params": proc.proc_params,
+                        "ports": ports,
+                        "vars": {var.name: (var.shape, var.init) for var in proc.vars},
+                        "output_port": "s_out" if plan.kind in ("input", "lif") else "a_out",
+                    }
+                )
             out_types = []
             for name in outputs[index]:
                 kind = self.plan.processes[name].kind
-                lava_type = getattr(MODELS[MODES[self.mode]][type(self.procs[name])], "s_out" if kind in ("input", "lif") else "a_out")
+                lava_type = getattr(
+                    MODELS[MODES[self.mode]][type(self.procs[name])], "s_out" if kind in ("input", "lif") else "a_out"
+                )
                 out_types.append((lava_type.d_type, lava_type.precision))
-            cluster = P.Cluster(members=members, inputs=inputs, in_shapes=[lanes_shape[s] for s in inputs], outputs=outputs[index],
-                                out_shapes=[lanes_shape[s] for s in outputs[index]], name=f"cluster:{names[0]}")  # fmt: skip
+            cluster = P.Cluster(
+                members=members,
+                inputs=inputs,
+                in_shapes=[lanes_shape[s] for s in inputs],
+                outputs=outputs[index],
+                out_shapes=[lanes_shape[s] for s in outputs[index]],
+                name=f"cluster:{names[0]}",
+            )
             clusters.append((cluster, cluster_model(MODES[self.mode], len(inputs), tuple(out_types))))
-        by_output = {name: (clusters[index][0], j) for index in range(len(groups)) for j, name in enumerate(outputs[index])}
+        by_output = {
+            name: (clusters[index][0], j) for index in range(len(groups)) for j, name in enumerate(outputs[index])
+        }
         for cluster, _ in clusters:
             for i, source in enumerate(cluster.proc_params["inputs"]):
                 producer, j = by_output[source]
@@ -280,8 +361,9 @@ class _Builder:
         return clusters
 
 
-def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool,
-                  grouping: str) -> dict[str, Any]:  # fmt: skip
+def _run_in_child(
+    package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool, grouping: str
+) -> dict[str, Any]:
     """Build, run and stop the network (inside the child interpreter); return timings."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -301,7 +383,9 @@ def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, st
 
         bar = tqdm(total=steps, desc=f"lava ({mode}, {lanes} lanes)", unit="step", leave=False)
     try:
-        anchor.run(condition=RunSteps(num_steps=1), run_cfg=config, compile_config={"pypy_channel_size": CHANNEL_SIZE})  # compiles, starts
+        anchor.run(
+            condition=RunSteps(num_steps=1), run_cfg=config, compile_config={"pypy_channel_size": CHANNEL_SIZE}
+        )  # compiles, starts
         compiled = time.perf_counter()
         done = 1
         while done < steps:
@@ -317,7 +401,12 @@ def _run_in_child(package: Package, plan: NetworkPlan, mode: str, lanes: int, st
         anchor.stop()
         if bar is not None:
             bar.close()
-    return {"compile_seconds": compiled - started, "run_seconds": finished - compiled, "memory_mib": memory / 2**20, "os_processes": os_processes}
+    return {
+        "compile_seconds": compiled - started,
+        "run_seconds": finished - compiled,
+        "memory_mib": memory / 2**20,
+        "os_processes": os_processes,
+    }
 
 
 def simulate(
@@ -349,7 +438,9 @@ def simulate(
     for modality, data in inputs.items():
         expected = (time_steps, *package.manifest["inputs"][modality])
         if data.ndim != 5 or tuple(data.shape[1:]) != expected or len(data) != samples:
-            raise ValueError(f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}")
+            raise ValueError(
+                f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}"
+            )
     if samples < 1 or lanes < 1:
         raise ValueError("need at least one sample and one lane")
     lanes = min(lanes, samples)
@@ -359,34 +450,58 @@ def simulate(
     with tempfile.TemporaryDirectory(dir=workdir, prefix="snnergy-lava-") as tmp:
         work = Path(tmp)
         for modality, data in inputs.items():
-            frames = np.lib.format.open_memmap(work / f"{plan.input_nodes[modality]}.npy", mode="w+",
-                                               dtype=np.float32 if mode == "float" else np.int32, shape=(steps, lanes, *data.shape[2:]))  # fmt: skip
+            frames = np.lib.format.open_memmap(
+                work / f"{plan.input_nodes[modality]}.npy",
+                mode="w+",
+                dtype=np.float32 if mode == "float" else np.int32,
+                shape=(steps, lanes, *data.shape[2:]),
+            )
             padded = np.zeros((windows * lanes, *data.shape[1:]), dtype=np.float64)
             padded[:samples] = data
-            block = padded.reshape(windows, lanes, *data.shape[1:]).swapaxes(1, 2).reshape(windows * time_steps, lanes, *data.shape[2:])
+            block = (
+                padded.reshape(windows, lanes, *data.shape[1:])
+                .swapaxes(1, 2)
+                .reshape(windows * time_steps, lanes, *data.shape[2:])
+            )
             frames[: windows * time_steps] = block if mode == "float" else to_fixed(block).astype(np.int32)
             frames.flush()
             del frames
-        np.lib.format.open_memmap(work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, lanes, *plan.processes[plan.output].shape))
+        np.lib.format.open_memmap(
+            work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, lanes, *plan.processes[plan.output].shape)
+        )
         limit = timeout if timeout is not None else 120 + 2.0 * steps * len(plan.processes) * max(1, lanes // 8) / 10
-        timings = run_with_timeout(_run_in_child, package, plan, mode, lanes, steps, work, progress, grouping, timeout=limit)
+        timings = run_with_timeout(
+            _run_in_child, package, plan, mode, lanes, steps, work, progress, grouping, timeout=limit
+        )
         readout = np.load(work / "readout.npy")
-        logits = np.stack([readout[k * time_steps + plan.latency] for k in range(windows)]).reshape(windows * lanes, -1)[:samples]
+        logits = np.stack([readout[k * time_steps + plan.latency] for k in range(windows)]).reshape(
+            windows * lanes, -1
+        )[:samples]
         spikes = {}
         for name, process in plan.processes.items():
             if process.kind != "lif":
                 continue
             window_rows = read_spike_record(work / f"spikes.{name}.bits", (lanes, *process.shape))
             per_sample = window_rows.reshape(windows, time_steps, lanes, *process.shape).swapaxes(1, 2)
-            spikes[name] = np.ascontiguousarray(per_sample.reshape(windows * lanes, time_steps, *process.shape)[:samples])
+            spikes[name] = np.ascontiguousarray(
+                per_sample.reshape(windows * lanes, time_steps, *process.shape)[:samples]
+            )
     kinds = defaultdict(int)
     for process in plan.processes.values():
         kinds[process.kind] += 1
     return SimulationResult(
-        logits=logits, spikes=spikes, mode=mode, lanes=lanes, steps=steps, latency=plan.latency,
-        processes=len(plan.processes), process_counts=dict(kinds), grouping=grouping,
-        lava_processes=len(group_processes(plan, grouping)), **timings,
-    )  # fmt: skip
+        logits=logits,
+        spikes=spikes,
+        mode=mode,
+        lanes=lanes,
+        steps=steps,
+        latency=plan.latency,
+        processes=len(plan.processes),
+        process_counts=dict(kinds),
+        grouping=grouping,
+        lava_processes=len(group_processes(plan, grouping)),
+        **timings,
+    )
 
 
 def read_spike_record(path: Path, shape: tuple[int, ...]) -> np.ndarray:

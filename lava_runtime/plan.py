@@ -35,8 +35,8 @@ import nir
 import numpy as np
 import torch
 
-from export.package_format import DT
 from export.nir_reference import delay_steps, run_graph, topological_order
+from export.package_format import DT
 
 SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)
 
@@ -75,7 +75,11 @@ def _decode(value) -> str:
 
 def node_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
     """Per-sample output shape of every node, from one zero frame through the reference executor."""
-    inputs = {name: torch.zeros((1, 1, *(int(d) for d in node.input_type["input"]))) for name, node in graph.nodes.items() if isinstance(node, nir.Input)}
+    inputs = {
+        name: torch.zeros((1, 1, *(int(d) for d in node.input_type["input"])))
+        for name, node in graph.nodes.items()
+        if isinstance(node, nir.Input)
+    }
     values = run_graph(graph, inputs)
     return {name: tuple(value.shape[2:]) for name, value in values.items()}
 
@@ -123,7 +127,9 @@ def build_plan(graph: nir.NIRGraph, time_steps: int) -> NetworkPlan:
         else:
             raise ValueError(f"node {name!r}: no Lava mapping for {type(node).__name__}")
         params = {"steps": delay_steps(node, float(graph.metadata.get("dt", DT)))} if kind == "shift" else {}
-        processes[name] = ProcessPlan(name, kind, shapes[name], 0, [process_of[s] for s in node_sources], [name], params)
+        processes[name] = ProcessPlan(
+            name, kind, shapes[name], 0, [process_of[s] for s in node_sources], [name], params
+        )
         process_of[name] = name
 
     if not output:
@@ -184,7 +190,9 @@ def _fuse_into_neurons(processes: dict[str, ProcessPlan]) -> None:
         plan.sources = [s for group in groups for s in group["sources"]]
     left = [name for name, p in processes.items() if p.kind == "shift" and name not in absorbed]
     if left:
-        raise ValueError(f"causal delay nodes {left[:3]} do not feed one neuron's synapses only; the runtime cannot place them")
+        raise ValueError(
+            f"causal delay nodes {left[:3]} do not feed one neuron's synapses only; the runtime cannot place them"
+        )
     for name in absorbed:
         del processes[name]
 
@@ -200,7 +208,14 @@ def _assign_latencies(processes: dict[str, ProcessPlan], time_steps: int) -> Non
             if lag:
                 delay_name = f"{source}@delay{lag}"
                 if delay_name not in processes:
-                    processes[delay_name] = ProcessPlan(delay_name, "delay", processes[source].shape, arrival, [source], params={"steps": lag, "input_latency": processes[source].latency})
+                    processes[delay_name] = ProcessPlan(
+                        delay_name,
+                        "delay",
+                        processes[source].shape,
+                        arrival,
+                        [source],
+                        params={"steps": lag, "input_latency": processes[source].latency},
+                    )
                 plan.sources[index] = delay_name
         plan.latency = arrival + (time_steps if plan.kind in ("time_mean", "readout") else 0)
         plan.params["input_latency"] = arrival

@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-import lava_runtime  # noqa: F401  (import hooks before the first lava import)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
@@ -37,7 +35,14 @@ class Synapses(AbstractProcess):
     delivers within the step. Several connections into ``s_in`` are summed by Lava.
     """
 
-    def __init__(self, *, in_shape: tuple[int, ...], out_shape: tuple[int, ...], ops: list[tuple[str, dict[str, Any]]], name: str | None = None):
+    def __init__(
+        self,
+        *,
+        in_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+        ops: list[tuple[str, dict[str, Any]]],
+        name: str | None = None,
+    ):
         super().__init__(in_shape=in_shape, out_shape=out_shape, ops=ops, name=name)
         self.s_in = InPort(shape=in_shape)
         self.a_out = OutPort(shape=out_shape)
@@ -120,8 +125,15 @@ class NeuroCore(LIFReset):
     without input does: it keeps receiving (and delaying) but sends no spikes.
     """
 
-    def __init__(self, *, in_shapes: list[tuple[int, ...]], inputs: list[dict[str, Any]], record_path: str,
-                 active_steps: tuple[int, int], **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        in_shapes: list[tuple[int, ...]],
+        inputs: list[dict[str, Any]],
+        record_path: str,
+        active_steps: tuple[int, int],
+        **kwargs: Any,
+    ):
         if not 0 < len(in_shapes) <= MAX_INPUTS or len(in_shapes) != sum(len(group["delays"]) for group in inputs):
             raise ValueError(f"a neuron core takes 1 to {MAX_INPUTS} inputs, got {len(in_shapes)}")
         bias_mant, bias_exp = np.asarray(kwargs.pop("bias_mant", 0)), np.asarray(kwargs.pop("bias_exp", 0))
@@ -155,11 +167,21 @@ class Cluster(AbstractProcess):
     ports the process it reads.
     """
 
-    def __init__(self, *, members: list[dict[str, Any]], inputs: list[str], in_shapes: list[tuple[int, ...]],
-                 outputs: list[str], out_shapes: list[tuple[int, ...]], name: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        members: list[dict[str, Any]],
+        inputs: list[str],
+        in_shapes: list[tuple[int, ...]],
+        outputs: list[str],
+        out_shapes: list[tuple[int, ...]],
+        name: str | None = None,
+    ):
         if len(inputs) > MAX_CLUSTER_PORTS or len(outputs) > MAX_CLUSTER_PORTS:
-            raise ValueError(f"cluster {name}: {len(inputs)} inputs and {len(outputs)} outputs; at most {MAX_CLUSTER_PORTS} "
-                             "each (group it finer, --grouping population)")  # fmt: skip
+            raise ValueError(
+                f"cluster {name}: {len(inputs)} inputs and {len(outputs)} outputs; at most {MAX_CLUSTER_PORTS} "
+                "each (group it finer, --grouping population)"
+            )
         super().__init__(members=members, inputs=inputs, outputs=outputs, name=name)
         for index, shape in enumerate(in_shapes):  # exactly the ports it uses: each one costs compile time
             setattr(self, f"in{index}", InPort(shape=shape))

@@ -69,7 +69,9 @@ def _hooks(handles: Iterable[Any]) -> Iterator[None]:
 
 def _zeroing(select: Callable[[str, nn.Module], bool]):
     def install(model: SNNergy, means: FactorMeans) -> contextlib.AbstractContextManager:
-        modules = [m for n, m in model.named_modules() if isinstance(m, (CMQKAttention, CrossModalSSA)) and select(n, m)]
+        modules = [
+            m for n, m in model.named_modules() if isinstance(m, (CMQKAttention, CrossModalSSA)) and select(n, m)
+        ]
         return _hooks(m.register_forward_hook(_zero_output) for m in modules)
 
     return install
@@ -114,7 +116,11 @@ def ablations_for(model: SNNergy) -> list[Ablation]:
     ssa = attention_modules(model, CrossModalSSA)
     rows = []
     if cmqka:
-        rows.append(Ablation("cmqka_zero", "every CMQKA branch output zeroed", _zeroing(lambda n, m: isinstance(m, CMQKAttention))))
+        rows.append(
+            Ablation(
+                "cmqka_zero", "every CMQKA branch output zeroed", _zeroing(lambda n, m: isinstance(m, CMQKAttention))
+            )
+        )
         for stage in sorted({_stage_of(n) for n in cmqka}):
             rows.append(
                 Ablation(
@@ -125,18 +131,40 @@ def ablations_for(model: SNNergy) -> list[Ablation]:
             )
         rows.append(Ablation("cmqka_cross_cut", "CMQKA keys from the query's own modality", _cross_cut(("cmqka",))))
         if all(m.pathways == "spatiotemporal" for m in cmqka.values()):
-            rows.append(Ablation("spatial_factor_only", "temporal factor mean_T(F_t) replaced by its training mean", _single_factor("spatial")))
-            rows.append(Ablation("temporal_factor_only", "spatial factor mean_N(F_s) replaced by its training mean", _single_factor("temporal")))
+            rows.append(
+                Ablation(
+                    "spatial_factor_only",
+                    "temporal factor mean_T(F_t) replaced by its training mean",
+                    _single_factor("spatial"),
+                )
+            )
+            rows.append(
+                Ablation(
+                    "temporal_factor_only",
+                    "spatial factor mean_N(F_s) replaced by its training mean",
+                    _single_factor("temporal"),
+                )
+            )
     if ssa:
-        rows.append(Ablation("ssa_zero", "every SSA branch output zeroed", _zeroing(lambda n, m: isinstance(m, CrossModalSSA))))
+        rows.append(
+            Ablation("ssa_zero", "every SSA branch output zeroed", _zeroing(lambda n, m: isinstance(m, CrossModalSSA)))
+        )
     if cmqka and ssa:
-        rows.append(Ablation("attention_cross_cut", "keys (and SSA values) from the query's own modality", _cross_cut(("cmqka", "ssa"))))
+        rows.append(
+            Ablation(
+                "attention_cross_cut",
+                "keys (and SSA values) from the query's own modality",
+                _cross_cut(("cmqka", "ssa")),
+            )
+        )
         rows.append(Ablation("attention_zero", "every attention branch output zeroed", _zeroing(lambda n, m: True)))
     return rows
 
 
 @torch.no_grad()
-def factor_means(model: SNNergy, dataset: Dataset, samples: int, device: torch.device | str, batch_size: int = 64) -> FactorMeans:
+def factor_means(
+    model: SNNergy, dataset: Dataset, samples: int, device: torch.device | str, batch_size: int = 64
+) -> FactorMeans:
     """Mean of each CMQKA fusion factor over the first ``samples`` samples of ``dataset``."""
     sums: dict[str, list[Tensor]] = {}
     counts: dict[str, int] = {}
@@ -168,7 +196,9 @@ def factor_means(model: SNNergy, dataset: Dataset, samples: int, device: torch.d
 
 
 @torch.no_grad()
-def branch_statistics(model: SNNergy, batches: Iterable[tuple[Tensor, ...]], device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+def branch_statistics(
+    model: SNNergy, batches: Iterable[tuple[Tensor, ...]], device: torch.device | str = "cpu"
+) -> dict[str, dict[str, float]]:
     """Per attention module: firing rates of its neurons, the fused product's magnitude,
     the spread of ``W_o``'s output before BN (against BN's ``eps``), BN's statistics and
     the residual weight."""
@@ -188,7 +218,11 @@ def branch_statistics(model: SNNergy, batches: Iterable[tuple[Tensor, ...]], dev
                     qk = getattr(module, pathway)
                     handles.append(qk.q_lif.register_forward_hook(rate_hook(name, f"{pathway}_q_rate")))
                     handles.append(qk.k_lif.register_forward_hook(rate_hook(name, f"{pathway}_k_rate")))
-                    handles.append(getattr(module, f"{pathway}_attn_lif").register_forward_hook(rate_hook(name, f"{pathway}_mask_rate")))
+                    handles.append(
+                        getattr(module, f"{pathway}_attn_lif").register_forward_hook(
+                            rate_hook(name, f"{pathway}_mask_rate")
+                        )
+                    )
 
             def fusion_hook(mod, args, out, name=name):
                 spatial, temporal = args
@@ -239,9 +273,21 @@ def run_ablations(
 ) -> dict[str, Any]:
     """Accuracy of the unablated model and of every ablation, with branch firing rates."""
     model = model.to(device).eval()
-    means = factor_means(model, train_set, mean_samples, device, batch_size) if attention_modules(model, CMQKAttention) else {}
+    means = (
+        factor_means(model, train_set, mean_samples, device, batch_size)
+        if attention_modules(model, CMQKAttention)
+        else {}
+    )
     base = evaluate(model, test_set, device, batch_size, class_names, progress=False)
-    rows = [{"name": "none", "description": "unablated model", "accuracy": base["accuracy"], "change": 0.0, "loss": base["loss"]}]
+    rows = [
+        {
+            "name": "none",
+            "description": "unablated model",
+            "accuracy": base["accuracy"],
+            "change": 0.0,
+            "loss": base["loss"],
+        }
+    ]
     for ablation in ablations_for(model):
         if progress:
             progress(ablation.name)
@@ -258,17 +304,32 @@ def run_ablations(
         )
     loader = DataLoader(test_set, batch_size=batch_size)
     statistics = branch_statistics(model, loader, device)
-    return {"samples": base["samples"], "ablations": rows, "branches": statistics, "factor_mean_samples": min(mean_samples, len(train_set))}
+    return {
+        "samples": base["samples"],
+        "ablations": rows,
+        "branches": statistics,
+        "factor_mean_samples": min(mean_samples, len(train_set)),
+    }
 
 
 def format_ablations(result: dict[str, Any]) -> str:
-    lines = [f"test-time ablations ({result['samples']} samples)", "", f"| {'ablation':<22} | accuracy | change | what |", f"|{'-' * 24}|---------:|-------:|------|"]
+    lines = [
+        f"test-time ablations ({result['samples']} samples)",
+        "",
+        f"| {'ablation':<22} | accuracy | change | what |",
+        f"|{'-' * 24}|---------:|-------:|------|",
+    ]
     for row in result["ablations"]:
-        lines.append(f"| {row['name']:<22} | {row['accuracy']:8.4f} | {100 * row['change']:+6.1f} | {row['description']} |")
+        lines.append(
+            f"| {row['name']:<22} | {row['accuracy']:8.4f} | {100 * row['change']:+6.1f} | {row['description']} |"
+        )
     lines += ["", "attention branch output neurons (firing rate on these samples):"]
     for name, row in result["branches"].items():
         extra = ""
         if "fused_std" in row:
-            extra = f"  fused mean {row['fused_mean']:.2e}; W_o output var {row['w_o_output_var']:.2e} (BN eps {row['bn_eps']:.0e})"
+            extra = (
+                f"  fused mean {row['fused_mean']:.2e}; W_o output var {row['w_o_output_var']:.2e}"
+                f" (BN eps {row['bn_eps']:.0e})"
+            )
         lines.append(f"  {name:<24} out {100 * row['out_rate']:6.2f} %{extra}")
     return "\n".join(lines)

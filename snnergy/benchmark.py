@@ -39,7 +39,11 @@ class Entry:
 
 def load_entries(names: list[str] | None = None) -> list[Entry]:
     data = yaml.safe_load(resources.files("snnergy").joinpath("benchmark.yaml").read_text())
-    entries = [Entry(item["name"], group, item["preset"], item.get("overrides", {})) for group in ("models", "ablations") for item in data[group]]
+    entries = [
+        Entry(item["name"], group, item["preset"], item.get("overrides", {}))
+        for group in ("models", "ablations")
+        for item in data[group]
+    ]
     entries = [Entry(e.name, e.group.rstrip("s"), e.preset, e.overrides) for e in entries]
     if names:
         unknown = sorted(set(names) - {e.slug for e in entries})
@@ -74,27 +78,54 @@ def run_entry(entry: Entry, seed: int, args: dict[str, Any], out: Path) -> dict[
     if result_path.is_file():
         return json.loads(result_path.read_text())
     config = entry_config(entry, args["size"])
-    train_config = load_train_preset(args["size"] or entry.preset, epochs=args["epochs"], seed=seed, device=args["device"],
-                                     warmup_epochs=min(1, args["epochs"] - 1), max_minutes=args["max_minutes"],
-                                     limit_train_batches=args["limit_train_batches"])  # fmt: skip
+    train_config = load_train_preset(
+        args["size"] or entry.preset,
+        epochs=args["epochs"],
+        seed=seed,
+        device=args["device"],
+        warmup_epochs=min(1, args["epochs"] - 1),
+        max_minutes=args["max_minutes"],
+        limit_train_batches=args["limit_train_batches"],
+    )
     started = time.perf_counter()
-    train_on_dataset(config, train_config, args["dataset"], out, args["data_root"], args["cache_dir"], resume=(out / "last.pt").exists())
+    train_on_dataset(
+        config,
+        train_config,
+        args["dataset"],
+        out,
+        args["data_root"],
+        args["cache_dir"],
+        resume=(out / "last.pt").exists(),
+    )
     train_seconds = time.perf_counter() - started
     checkpoint = load_checkpoint(out / "best.pt")
     model = checkpoint.build_model()
     device = str(resolve_device(args["device"]))
-    test_set = dataset_for_model(args["dataset"], args["split"], checkpoint.model_config, args["data_root"], args["cache_dir"])
+    test_set = dataset_for_model(
+        args["dataset"], args["split"], checkpoint.model_config, args["data_root"], args["cache_dir"]
+    )
     accuracy = evaluate(model, test_set, device, 64, checkpoint.class_names)["accuracy"]
     energy = energy_report(out / "best.pt", test_set, args["energy_samples"], device=device, progress=False)
     config = checkpoint.model_config
     result = {
-        "name": entry.name, "group": entry.group, "preset": entry.preset, "overrides": entry.overrides, "seed": seed,
-        "type": "SNN" if config.neuron.spiking else "ANN", "fusion": config.fusion, "modalities": config.modalities,
-        "attention": config.attention, "time_steps": config.time_steps, "parameters": count_parameters(model),
-        "accuracy": accuracy, "sops": energy["total"]["sops"], "macs": energy["total"]["macs"],
-        "energy_uj": energy["total"]["energy_uj"], "train_seconds": train_seconds,
+        "name": entry.name,
+        "group": entry.group,
+        "preset": entry.preset,
+        "overrides": entry.overrides,
+        "seed": seed,
+        "type": "SNN" if config.neuron.spiking else "ANN",
+        "fusion": config.fusion,
+        "modalities": config.modalities,
+        "attention": config.attention,
+        "time_steps": config.time_steps,
+        "parameters": count_parameters(model),
+        "accuracy": accuracy,
+        "sops": energy["total"]["sops"],
+        "macs": energy["total"]["macs"],
+        "energy_uj": energy["total"]["energy_uj"],
+        "train_seconds": train_seconds,
         "epochs": train_config.epochs,
-    }  # fmt: skip
+    }
     atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
@@ -106,13 +137,24 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in results if r["name"] == name]
         accuracies = [r["accuracy"] for r in runs]
         first = runs[0]
-        rows.append({
-            "name": name, "group": first["group"], "type": first["type"], "fusion": first["fusion"], "modalities": first["modalities"],
-            "time_steps": first["time_steps"], "parameters": first["parameters"], "seeds": len(runs),
-            "accuracy_mean": statistics.mean(accuracies), "accuracy_std": statistics.pstdev(accuracies) if len(runs) > 1 else None,
-            "sops": statistics.mean(r["sops"] for r in runs), "macs": statistics.mean(r["macs"] for r in runs),
-            "energy_uj": statistics.mean(r["energy_uj"] for r in runs), "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "group": first["group"],
+                "type": first["type"],
+                "fusion": first["fusion"],
+                "modalities": first["modalities"],
+                "time_steps": first["time_steps"],
+                "parameters": first["parameters"],
+                "seeds": len(runs),
+                "accuracy_mean": statistics.mean(accuracies),
+                "accuracy_std": statistics.pstdev(accuracies) if len(runs) > 1 else None,
+                "sops": statistics.mean(r["sops"] for r in runs),
+                "macs": statistics.mean(r["macs"] for r in runs),
+                "energy_uj": statistics.mean(r["energy_uj"] for r in runs),
+                "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+            }
+        )
     return rows
 
 
@@ -128,12 +170,18 @@ def format_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         group_rows = [r for r in rows if r["group"] == group]
         if not group_rows:
             continue
-        lines += ["", f"**{title}**", "", "| method | type | T | params | accuracy (%) | SOPs | MACs | energy (uJ) | train time (s) |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            "| method | type | T | params | accuracy (%) | SOPs | MACs | energy (uJ) | train time (s) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in group_rows:
             spread = f" ± {100 * r['accuracy_std']:.2f}" if r["accuracy_std"] is not None else ""
             lines.append(
-                f"| {r['name']} | {r['type']} | {r['time_steps']} | {r['parameters'] / 1e6:.2f}M | {100 * r['accuracy_mean']:.2f}{spread} | "
+                f"| {r['name']} | {r['type']} | {r['time_steps']} | {r['parameters'] / 1e6:.2f}M | "
+                f"{100 * r['accuracy_mean']:.2f}{spread} | "
                 f"{r['sops'] / 1e6:.2f}M | {r['macs'] / 1e6:.2f}M | {r['energy_uj']:.2f} | {r['train_seconds']:.0f} |"
             )
     return "\n".join(lines) + "\n"
@@ -151,7 +199,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         color = "tab:red" if r["name"].startswith("SNNergy") else ("tab:gray" if r["type"] == "ANN" else "tab:blue")
         spread = 100 * r["accuracy_std"] if r["accuracy_std"] else None
         ax.errorbar(r["energy_uj"], 100 * r["accuracy_mean"], yerr=spread, fmt=marker, color=color, capsize=3)
-        ax.annotate(r["name"], (r["energy_uj"], 100 * r["accuracy_mean"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(
+            r["name"], (r["energy_uj"], 100 * r["accuracy_mean"]), fontsize=7, xytext=(4, 2), textcoords="offset points"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("energy per inference (uJ, 45 nm, log scale)")
     ax.set_ylabel("test accuracy (%)")
@@ -163,11 +213,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_benchmark(
-    dataset: str = "avdigits", out_dir: str | Path = "runs/benchmark", epochs: int = 3, seeds: int = 1, entries: list[str] | None = None,
-    size: str | None = None, split: str = "test", energy_samples: int = 64, device: str = "auto", max_minutes: float | None = None,
-    data_root: str | Path | None = None, cache_dir: str | Path | None = None, command: str = "snnergy benchmark",
+    dataset: str = "avdigits",
+    out_dir: str | Path = "runs/benchmark",
+    epochs: int = 3,
+    seeds: int = 1,
+    entries: list[str] | None = None,
+    size: str | None = None,
+    split: str = "test",
+    energy_samples: int = 64,
+    device: str = "auto",
+    max_minutes: float | None = None,
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    command: str = "snnergy benchmark",
     limit_train_batches: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     from tqdm import tqdm
 
     if epochs < 1 or seeds < 1:
@@ -175,8 +235,18 @@ def run_benchmark(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = load_entries(entries)
-    args = dict(dataset=dataset, size=size, split=split, energy_samples=energy_samples, device=device, epochs=epochs,
-                max_minutes=max_minutes, data_root=data_root, cache_dir=cache_dir, limit_train_batches=limit_train_batches)  # fmt: skip
+    args = dict(
+        dataset=dataset,
+        size=size,
+        split=split,
+        energy_samples=energy_samples,
+        device=device,
+        epochs=epochs,
+        max_minutes=max_minutes,
+        data_root=data_root,
+        cache_dir=cache_dir,
+        limit_train_batches=limit_train_batches,
+    )
     results = []
     runs = [(entry, seed) for entry in selected for seed in range(seeds)]
     with tqdm(total=len(runs), desc="benchmark", unit="run") as bar:
@@ -185,8 +255,15 @@ def run_benchmark(
             results.append(run_entry(entry, seed, args, out_dir / entry.slug / f"seed{seed}"))
             bar.update(1)
     rows = summarise(results)
-    meta = {"command": command, "dataset": dataset, "split": split, "epochs": epochs, "seeds": list(range(seeds)),
-            "energy_samples": energy_samples, "size": size or "the entries' own presets"}  # fmt: skip
+    meta = {
+        "command": command,
+        "dataset": dataset,
+        "split": split,
+        "epochs": epochs,
+        "seeds": list(range(seeds)),
+        "energy_samples": energy_samples,
+        "size": size or "the entries' own presets",
+    }
     document = {"meta": meta, "rows": rows, "runs": results}
     atomic_write_text(out_dir / "benchmark.json", json.dumps(document, indent=2))
     atomic_write_text(out_dir / "benchmark.md", format_markdown(rows, meta))

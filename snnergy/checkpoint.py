@@ -65,7 +65,9 @@ class Checkpoint:
         import hashlib
         import json
 
-        digest = hashlib.sha256(json.dumps([self.model_config.to_dict(), list(self.class_names)], sort_keys=True).encode())
+        digest = hashlib.sha256(
+            json.dumps([self.model_config.to_dict(), list(self.class_names)], sort_keys=True).encode()
+        )
         for name in sorted(self.state_dict):
             tensor = self.state_dict[name].detach().cpu().contiguous()
             digest.update(name.encode())
@@ -106,7 +108,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load fails in many ways on a file that is no checkpoint (KeyError, IndexError, ...)
+    except (
+        Exception
+    ) as error:  # torch.load fails in many ways on a file that is no checkpoint (KeyError, IndexError, ...)
         raise CheckpointError(
             f"{path} is not a readable checkpoint: corrupt, truncated, or not written by torch.save "
             f"({type(error).__name__})"

@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from snnergy.atomic import atomic_write_text
 from snnergy.config import ATTENTION_LAYOUTS, CMQKA_PATHWAYS, load_preset, preset_names
 from snnergy.data.options import add_data_arguments, dataset_options
-from snnergy.atomic import atomic_write_text
 from snnergy.devices import DEVICES
 from snnergy.errors import run_reporting_errors
 from snnergy.outputs import check_output
@@ -20,8 +20,12 @@ from snnergy.outputs import check_output
 
 def _add_model_options(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
     group = parser.add_argument_group("model (a preset, optionally overridden)")
-    group.add_argument("--preset", default=default_preset, choices=preset_names(), help="model preset (default: %(default)s)")
-    group.add_argument("--attention", choices=sorted(ATTENTION_LAYOUTS), help="attention per stage: hybrid = CMQKA, CMQKA, SSA")
+    group.add_argument(
+        "--preset", default=default_preset, choices=preset_names(), help="model preset (default: %(default)s)"
+    )
+    group.add_argument(
+        "--attention", choices=sorted(ATTENTION_LAYOUTS), help="attention per stage: hybrid = CMQKA, CMQKA, SSA"
+    )
     group.add_argument("--cmqka-pathways", choices=CMQKA_PATHWAYS, help="CMQKA ablation: both pathways or one")
     group.add_argument("--embed-dim", type=int, help="base width D (stages use D, 2D, 4D)")
     group.add_argument("--image-size", type=int, help="input side length S (both modalities are S x S)")
@@ -98,7 +102,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         limit_train_batches=args.limit_train_batches,
     )
     summary = train_on_dataset(
-        model_config, train_config, args.dataset, args.out, args.data_root, args.cache_dir, args.resume, dataset_options(args),
+        model_config,
+        train_config,
+        args.dataset,
+        args.out,
+        args.data_root,
+        args.cache_dir,
+        args.resume,
+        dataset_options(args),
         fresh=args.force and not args.resume,
     )
     print(f"best validation accuracy {summary['best_val_accuracy']:.4f}; checkpoints in {summary['out_dir']}")
@@ -116,9 +127,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_output(path, "report", [args.checkpoint])
     checkpoint = load_checkpoint(args.checkpoint)
     dataset = dataset_for_model(
-        args.dataset, args.split, checkpoint.model_config, args.data_root, args.cache_dir,
-        modality=args.modality, **dataset_options(args),
-    )  # fmt: skip
+        args.dataset,
+        args.split,
+        checkpoint.model_config,
+        args.data_root,
+        args.cache_dir,
+        modality=args.modality,
+        **dataset_options(args),
+    )
     device = resolve_device(args.device)
     result = evaluate(checkpoint.build_model().to(device), dataset, device, args.batch_size, checkpoint.class_names)
     result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split, modality=args.modality)
@@ -142,7 +158,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.model_config
     if not config.neuron.spiking or config.fusion != "cross" or config.modalities != "both":
-        raise ValueError(f"{args.checkpoint} is a baseline (preset {config.preset!r}) without cross-modal attention to ablate")
+        raise ValueError(
+            f"{args.checkpoint} is a baseline (preset {config.preset!r}) without cross-modal attention to ablate"
+        )
     options = dataset_options(args)
     test_set = dataset_for_model(args.dataset, args.split, config, args.data_root, args.cache_dir, **options)
     if args.samples:
@@ -150,9 +168,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     train_set = dataset_for_model(args.dataset, "train", config, args.data_root, args.cache_dir, **options)
     device = resolve_device(args.device)
     result = run_ablations(
-        checkpoint.build_model(), test_set, train_set, device, args.batch_size, args.mean_samples, checkpoint.class_names,
+        checkpoint.build_model(),
+        test_set,
+        train_set,
+        device,
+        args.batch_size,
+        args.mean_samples,
+        checkpoint.class_names,
         progress=lambda name: print(f"  evaluating with {name} ...", flush=True),
-    )  # fmt: skip
+    )
     result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split)
     print(format_ablations(result))
     if args.json:
@@ -178,9 +202,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
     print(f"{result['samples']} samples, {a} vs {b}:")
     print(f"  max |logit difference|   {result['max_abs_logit_diff']:.3e}")
     print(f"  prediction agreement     {result['prediction_agreement']:.4f}")
-    print(f"  spike agreement          {result['spike_agreement']:.6f} of {result['spikes_compared']:,} LIF outputs "
-          f"in {result['lif_layers']} layers (lowest: {result['least_agreeing_layer']} "
-          f"{result['least_agreeing_layer_agreement']:.6f})")  # fmt: skip
+    print(
+        f"  spike agreement          {result['spike_agreement']:.6f} of {result['spikes_compared']:,} LIF outputs "
+        f"in {result['lif_layers']} layers (lowest: {result['least_agreeing_layer']} "
+        f"{result['least_agreeing_layer_agreement']:.6f})"
+    )
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
@@ -195,9 +221,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     check_output(args.json, "report", [args.package, args.checkpoint])
     result = run_simulation(
-        args.package, args.dataset, args.split, args.samples, args.mode, args.lanes, args.checkpoint, args.cost_model,
-        args.data_root, args.cache_dir, dataset_options(args), args.timeout, grouping=args.grouping,
-    )  # fmt: skip
+        args.package,
+        args.dataset,
+        args.split,
+        args.samples,
+        args.mode,
+        args.lanes,
+        args.checkpoint,
+        args.cost_model,
+        args.data_root,
+        args.cache_dir,
+        dataset_options(args),
+        args.timeout,
+        grouping=args.grouping,
+    )
     print(format_summary(result))
     print()
     print(format_terminal(EnergyReport.from_dict(result["energy"])))
@@ -210,13 +247,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from snnergy.benchmark import run_benchmark
 
-    command = "snnergy benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "benchmark" else "snnergy benchmark"
+    command = (
+        "snnergy benchmark " + " ".join(sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "benchmark"
+        else "snnergy benchmark"
+    )
     document = run_benchmark(
-        args.dataset, args.out, args.epochs, args.seeds, args.only, args.size, args.split, args.energy_samples, args.device,
-        args.max_minutes, args.data_root, args.cache_dir, command, args.limit_train_batches,
-    )  # fmt: skip
+        args.dataset,
+        args.out,
+        args.epochs,
+        args.seeds,
+        args.only,
+        args.size,
+        args.split,
+        args.energy_samples,
+        args.device,
+        args.max_minutes,
+        args.data_root,
+        args.cache_dir,
+        command,
+        args.limit_train_batches,
+    )
     print((args.out / "benchmark.md").read_text())
-    print(f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'}, {args.out / 'benchmark.png'} ({len(document['runs'])} runs)")
+    print(
+        f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'}, {args.out / 'benchmark.png'} "
+        f"({len(document['runs'])} runs)"
+    )
     return 0
 
 
@@ -274,7 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that passes this wall time")
     group.add_argument("--limit-train-batches", type=int, help="batches per epoch (smoke runs)")
     group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    group.add_argument("--force", action="store_true", help="start afresh in an existing run directory (its metrics and checkpoints are replaced)")
+    group.add_argument(
+        "--force",
+        action="store_true",
+        help="start afresh in an existing run directory (its metrics and checkpoints are replaced)",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
@@ -282,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(evaluate)
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     evaluate.add_argument("--modality", default="both", choices=("both", "audio", "video"), help="zero the other input")
-    evaluate.add_argument("--json", type=Path, help="report path (default: next to the checkpoint); a PNG goes beside it")
+    evaluate.add_argument(
+        "--json", type=Path, help="report path (default: next to the checkpoint); a PNG goes beside it"
+    )
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
     evaluate.set_defaults(func=cmd_eval)
@@ -299,8 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(ablate)
     ablate.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     ablate.add_argument("--samples", type=int, help="evaluate the first N samples of the split only (default: all)")
-    ablate.add_argument("--mean-samples", type=int, default=512,
-                        help="training samples averaged for the single-factor rows (default: %(default)s)")  # fmt: skip
+    ablate.add_argument(
+        "--mean-samples",
+        type=int,
+        default=512,
+        help="training samples averaged for the single-factor rows (default: %(default)s)",
+    )
     ablate.add_argument("--json", type=Path, help="write the rows and branch statistics as JSON")
     ablate.add_argument("--batch-size", type=int, default=64)
     ablate.add_argument("--device", default="auto", choices=DEVICES)
@@ -314,8 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(parity)
     parity.add_argument("--split", default="test")
     parity.add_argument("--samples", type=int, default=32, help="batch size of the comparison (default: %(default)s)")
-    parity.add_argument("--devices", nargs=2, default=["cpu", "cuda"], choices=DEVICES, metavar="DEVICE",
-                        help="the two devices to compare (default: cpu cuda)")  # fmt: skip
+    parity.add_argument(
+        "--devices",
+        nargs=2,
+        default=["cpu", "cuda"],
+        choices=DEVICES,
+        metavar="DEVICE",
+        help="the two devices to compare (default: cpu cuda)",
+    )
     parity.add_argument("--json", type=Path, help="write the figures as JSON")
     parity.set_defaults(func=cmd_parity)
 
@@ -330,35 +402,60 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(simulate)
     simulate.add_argument("--split", default="test", help="split to simulate (default: %(default)s)")
     simulate.add_argument("--samples", type=int, default=64, help="first N samples of the split (default: %(default)s)")
-    simulate.add_argument("--mode", choices=("float", "fixed"), default="float",
-                          help="float: Lava floating-point models; fixed: Loihi bit-accurate (needs --fixed-point at export)")  # fmt: skip
+    simulate.add_argument(
+        "--mode",
+        choices=("float", "fixed"),
+        default="float",
+        help="float: Lava floating-point models; fixed: Loihi bit-accurate (needs --fixed-point at export)",
+    )
     simulate.add_argument("--lanes", type=int, default=16, help="samples simulated side by side (default: %(default)s)")
-    simulate.add_argument("--grouping", choices=("block", "population"), default="block",
-                          help="what one Lava process runs: every population of a block and modality (fewer processes "
-                               "to synchronise each step), or each population alone (default: %(default)s)")  # fmt: skip
-    simulate.add_argument("--checkpoint", type=Path, help="PyTorch reference (default: the package's source checkpoint)")
-    simulate.add_argument("--cost-model", default="45nm", help="energy cost model: a built-in name or a YAML file (default: %(default)s)")
-    simulate.add_argument("--timeout", type=float, help="seconds before a hung Lava run is killed (default: scaled to the run)")
-    simulate.add_argument("--json", type=Path, help="write predictions, agreement, spikes per population and energy as JSON")
+    simulate.add_argument(
+        "--grouping",
+        choices=("block", "population"),
+        default="block",
+        help="what one Lava process runs: every population of a block and modality (fewer processes "
+        "to synchronise each step), or each population alone (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--checkpoint", type=Path, help="PyTorch reference (default: the package's source checkpoint)"
+    )
+    simulate.add_argument(
+        "--cost-model", default="45nm", help="energy cost model: a built-in name or a YAML file (default: %(default)s)"
+    )
+    simulate.add_argument(
+        "--timeout", type=float, help="seconds before a hung Lava run is killed (default: scaled to the run)"
+    )
+    simulate.add_argument(
+        "--json", type=Path, help="write predictions, agreement, spikes per population and energy as JSON"
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     benchmark = sub.add_parser(
         "benchmark",
-        help="train every baseline and ablation (snnergy/benchmark.yaml) with one budget; table of accuracy, SOPs, energy",
+        help="train every baseline and ablation (snnergy/benchmark.yaml) with one budget; "
+        "table of accuracy, SOPs, energy",
         description="Train each model of snnergy/benchmark.yaml (fusion baselines, S-CMRL-style attention, the ANN "
         "counterpart, single modalities, SNNergy ablations) with the same recipe, budget and seeds; evaluate on the "
         "held-out split; count SOPs/MACs and energy on real inputs. Writes OUT/benchmark.{md,json,png}; finished runs "
         "are kept, so an interrupted benchmark resumes.",
     )
     add_data_arguments(benchmark)
-    benchmark.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="output directory (default: %(default)s)")
-    benchmark.add_argument("--epochs", type=int, default=3, help="training budget per model and seed (default: %(default)s)")
+    benchmark.add_argument(
+        "--out", type=Path, default=Path("runs/benchmark"), help="output directory (default: %(default)s)"
+    )
+    benchmark.add_argument(
+        "--epochs", type=int, default=3, help="training budget per model and seed (default: %(default)s)"
+    )
     benchmark.add_argument("--max-minutes", type=float, help="also stop each run after this wall time")
     benchmark.add_argument("--seeds", type=int, default=1, help="seeds per model: 0 .. N-1 (default: %(default)s)")
-    benchmark.add_argument("--only", nargs="+", metavar="ENTRY", help="entries to run (slugs, e.g. snnergy-cmqka-hybrid t-1)")
+    benchmark.add_argument(
+        "--only", nargs="+", metavar="ENTRY", help="entries to run (slugs, e.g. snnergy-cmqka-hybrid t-1)"
+    )
     benchmark.add_argument("--size", help="re-base every entry on this preset's sizes, e.g. s or b for real datasets")
     benchmark.add_argument("--split", default="test")
-    benchmark.add_argument("--energy-samples", type=int, default=64, help="test samples whose spikes are counted (default: %(default)s)")
+    benchmark.add_argument(
+        "--energy-samples", type=int, default=64, help="test samples whose spikes are counted (default: %(default)s)"
+    )
     benchmark.add_argument("--device", default="auto", choices=DEVICES)
     benchmark.add_argument("--limit-train-batches", type=int, help="batches per epoch (smoke runs)")
     benchmark.set_defaults(func=cmd_benchmark)

@@ -87,7 +87,10 @@ class ModelConfig:
         if self.modalities not in MODALITY_SETS:
             raise ValueError(f"modalities must be one of {sorted(MODALITY_SETS)}, got {self.modalities!r}")
         if self.modalities != "both" and self.fusion not in ("concat", "sum"):
-            raise ValueError(f"a single-modality model ({self.modalities}) has nothing to fuse: use fusion concat, not {self.fusion!r}")
+            raise ValueError(
+                f"a single-modality model ({self.modalities}) has nothing to fuse: use fusion concat, not "
+                f"{self.fusion!r}"
+            )
         if self.neuron.surrogate not in SURROGATES:
             raise ValueError(f"neuron.surrogate must be one of {SURROGATES}, got {self.neuron.surrogate!r}")
         if len(self.depths) != 3 or min(self.depths) < 1:
@@ -98,7 +101,9 @@ class ModelConfig:
         if self.stem_reduction not in (2, 4, 8):
             raise ValueError(f"stem_reduction must be 2, 4 or 8, got {self.stem_reduction}")
         if self.embed_dim % 2:
-            raise ValueError(f"embed_dim must be even (the stem's first conv has embed_dim/2 channels), got {self.embed_dim}")
+            raise ValueError(
+                f"embed_dim must be even (the stem's first conv has embed_dim/2 channels), got {self.embed_dim}"
+            )
         total_reduction = self.stem_reduction * 4
         if self.image_size % total_reduction:
             raise ValueError(
@@ -147,14 +152,14 @@ class ModelConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model config keys: {unknown}")
         return cls(**data)
 
-    def with_overrides(self, **overrides: Any) -> "ModelConfig":
+    def with_overrides(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed (validated again)."""
         if "neuron" in overrides and isinstance(overrides["neuron"], dict):
             overrides["neuron"] = replace(self.neuron, **overrides["neuron"])
@@ -178,7 +183,9 @@ def preset_data(name: str) -> dict[str, Any]:
         return data
     merged = preset_data(parent)
     for key, value in data.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 

@@ -56,7 +56,10 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
         accuracies[modality] = result["accuracy"]
         if modality == "both":
             write_report(result, out_dir / "eval-test.json", out_dir / "eval-test.png")
-    atomic_write_text(out_dir / "demo-summary.json", json.dumps({"test_accuracy": accuracies, "epochs": checkpoint.meta.get("epoch", 0) + 1}, indent=2))
+    atomic_write_text(
+        out_dir / "demo-summary.json",
+        json.dumps({"test_accuracy": accuracies, "epochs": checkpoint.meta.get("epoch", 0) + 1}, indent=2),
+    )
     print(
         f"      test accuracy: audio+video {accuracies['both']:.3f} | audio only {accuracies['audio']:.3f} | "
         f"video only {accuracies['video']:.3f}  (report: {out_dir / 'eval-test.json'}, {out_dir / 'eval-test.png'})"
@@ -93,6 +96,9 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
     simulation = run_simulation(out_dir / "model.lava", "avdigits", "test", DEMO_ENERGY_SAMPLES, mode="float")
     atomic_write_text(out_dir / "lava-simulation.json", json.dumps(simulation, indent=2))
     print(format_summary(simulation))
-    print(f"energy per inference from Lava's spikes: {simulation['energy']['total']['energy_uj']:.2f} uJ "
-          f"(PyTorch's spikes, step 3: {energy['total']['energy_uj']:.2f} uJ)  (report: {out_dir / 'lava-simulation.json'})")  # fmt: skip
+    print(
+        f"energy per inference from Lava's spikes: {simulation['energy']['total']['energy_uj']:.2f} uJ "
+        f"(PyTorch's spikes, step 3: {energy['total']['energy_uj']:.2f} uJ)  (report: "
+        f"{out_dir / 'lava-simulation.json'})"
+    )
     return 0

@@ -56,7 +56,10 @@ def evaluate(
 
 
 def format_report(result: dict[str, Any]) -> str:
-    lines = [f"accuracy: {result['accuracy']:.4f} ({result['samples']} samples), loss {result['loss']:.4f}", "per-class accuracy:"]
+    lines = [
+        f"accuracy: {result['accuracy']:.4f} ({result['samples']} samples), loss {result['loss']:.4f}",
+        "per-class accuracy:",
+    ]
     lines += [f"  {name:>12}: {acc:.3f}" for name, acc in result["per_class_accuracy"].items()]
     lines.append("confusion matrix (rows true, columns predicted):")
     width = max(4, max(len(str(v)) for row in result["confusion_matrix"] for v in row) + 1)
@@ -84,7 +87,15 @@ def plot_confusion(result: dict[str, Any], path: Path) -> None:
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if normalised[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                int(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")

@@ -40,9 +40,12 @@ class SNNergy(nn.Module):
         self.modalities = config.active_modalities
         d1, d2, d3 = config.stage_dims
         in_channels = {"audio": config.audio_channels, "video": config.video_channels}
-        self.stem = nn.ModuleDict({m: SPDS(in_channels[m], d1, config.stem_reduction, config.neuron) for m in self.modalities})
+        self.stem = nn.ModuleDict(
+            {m: SPDS(in_channels[m], d1, config.stem_reduction, config.neuron) for m in self.modalities}
+        )
         self.down = nn.ModuleList(
-            nn.ModuleDict({m: SPDS(c_in, c_out, 2, config.neuron) for m in self.modalities}) for c_in, c_out in ((d1, d2), (d2, d3))
+            nn.ModuleDict({m: SPDS(c_in, c_out, 2, config.neuron) for m in self.modalities})
+            for c_in, c_out in ((d1, d2), (d2, d3))
         )
         self.stages = nn.ModuleList(
             nn.ModuleList(CrossModalBlock(dim, kind, config) for _ in range(depth))

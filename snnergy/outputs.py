@@ -53,7 +53,9 @@ def _same_or_inside(path: Path, other: Path) -> bool:
     return path == other or (other.is_dir() and other in path.parents) or (path.is_dir() and path in other.parents)
 
 
-def check_output(path: str | Path | None, writes: str, inputs: Iterable[str | Path | None] = (), force: bool = False) -> None:
+def check_output(
+    path: str | Path | None, writes: str, inputs: Iterable[str | Path | None] = (), force: bool = False
+) -> None:
     """Raise ``OutputError`` if ``path`` is (or is inside, or contains) one of ``inputs``, or
     if it exists and holds something a ``writes`` output may not replace without ``force``."""
     if path is None:

@@ -19,7 +19,9 @@ from snnergy.devices import resolve_device
 
 
 @torch.no_grad()
-def _run(checkpoint: Checkpoint, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _run(
+    checkpoint: Checkpoint, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model = checkpoint.build_model().to(device)
     spikes: dict[str, torch.Tensor] = {}
     handles = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-
 from snnergy.devices import DEVICES
 
 
@@ -45,14 +44,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training config keys: {unknown}")
         return cls(**data)
 
-    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -26,7 +26,13 @@ DEFAULT_LANES = 16
 
 
 def load_inputs(
-    package_manifest: dict[str, Any], dataset: str, split: str, samples: int, data_root=None, cache_dir=None, options=None
+    package_manifest: dict[str, Any],
+    dataset: str,
+    split: str,
+    samples: int,
+    data_root=None,
+    cache_dir=None,
+    options=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``samples`` items of a split, encoded for the package's model: audio, video, labels."""
     from snnergy.config import ModelConfig
@@ -58,7 +64,9 @@ def _reference_checkpoint(manifest: dict[str, Any], checkpoint: str | Path | Non
     if not path.is_file():
         raise ValueError(f"the package's source checkpoint {path} is missing; pass --checkpoint")
     if hashlib.sha256(path.read_bytes()).hexdigest() != source["sha256"]:
-        raise ValueError(f"{path} changed since the package was exported (SHA-256 differs); re-export, or pass --checkpoint")
+        raise ValueError(
+            f"{path} changed since the package was exported (SHA-256 differs); re-export, or pass --checkpoint"
+        )
     return path
 
 
@@ -70,20 +78,27 @@ def _check_belongs_together(package: Any, description: Any, reference: Path) -> 
     from snnergy.checkpoint import load_checkpoint
 
     if description.time_steps != package.time_steps:
-        raise ValueError(f"{package.path}: the energy description is for T={description.time_steps}, the graph runs T={package.time_steps}")
+        raise ValueError(
+            f"{package.path}: the energy description is for T={description.time_steps}, the graph runs "
+            f"T={package.time_steps}"
+        )
     for population in description.populations:
         node = package.graph.nodes.get(population.name)
         if population.computed_from:
             continue
         if not isinstance(node, nir.LIF) or int(np.asarray(node.tau).size) != population.neurons:
-            raise ValueError(f"{package.path}: the energy description's population {population.name} ({population.neurons} neurons) "
-                             "is not in the graph with that size; the package's files come from different models")  # fmt: skip
+            raise ValueError(
+                f"{package.path}: the energy description's population {population.name} ({population.neurons} neurons) "
+                "is not in the graph with that size; the package's files come from different models"
+            )
     expected = package.manifest.get("fingerprint")
     if expected is not None and load_checkpoint(reference).fingerprint() != expected:
         raise ValueError(f"{reference} is not the model this package was exported from (its fingerprint differs)")
 
 
-def pytorch_reference(checkpoint_path: Path, audio: np.ndarray, video: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
+def pytorch_reference(
+    checkpoint_path: Path, audio: np.ndarray, video: np.ndarray, batch_size: int = 32
+) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
     """Logits and spike trains (NIR population names, ``[samples, T, ...]``) of the PyTorch model."""
     from energy.torch_probe import SpikeProbe, describe_model
     from export.nir_model import nir_population_name
@@ -106,7 +121,10 @@ def spike_counts_of(trains: dict[str, np.ndarray], time_steps: int):
     from energy.accounting import SpikeCounts
 
     samples = len(next(iter(trains.values())))
-    counts = {name: tuple(float(v) for v in train.reshape(samples, time_steps, -1).sum(axis=(0, 2))) for name, train in trains.items()}
+    counts = {
+        name: tuple(float(v) for v in train.reshape(samples, time_steps, -1).sum(axis=(0, 2)))
+        for name, train in trains.items()
+    }
     return SpikeCounts(samples, time_steps, counts)
 
 
@@ -155,7 +173,9 @@ def run_simulation(
     description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
     _check_belongs_together(package, description, reference_path)
     audio, video, labels = load_inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
-    result = simulate(package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress, grouping=grouping)
+    result = simulate(
+        package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress, grouping=grouping
+    )
     torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
     spike_agreement, per_population = agreement(result.spikes, torch_trains)
 
@@ -184,11 +204,18 @@ def run_simulation(
         "predictions": predictions.tolist(),
         "labels": labels.tolist(),
         "lava": {
-            "lanes": result.lanes, "steps": result.steps, "pipeline_latency_steps": result.latency,
-            "processes": result.processes, "process_counts": result.process_counts,
-            "grouping": result.grouping, "lava_processes": result.lava_processes,
-            "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "memory_mib": result.memory_mib, "os_processes": result.os_processes,
-        },  # fmt: skip
+            "lanes": result.lanes,
+            "steps": result.steps,
+            "pipeline_latency_steps": result.latency,
+            "processes": result.processes,
+            "process_counts": result.process_counts,
+            "grouping": result.grouping,
+            "lava_processes": result.lava_processes,
+            "compile_seconds": result.compile_seconds,
+            "run_seconds": result.run_seconds,
+            "memory_mib": result.memory_mib,
+            "os_processes": result.os_processes,
+        },
         "energy": energy,
     }
 
@@ -196,8 +223,10 @@ def run_simulation(
 def format_summary(result: dict[str, Any]) -> str:
     lava = result["lava"]
     lines = [
-        f"Lava ({'floating' if result['mode'] == 'float' else 'fixed'} point) on {result['samples']} {result['dataset']}/{result['split']} samples: "
-        f"{lava['processes']} processes in {lava['lava_processes']} Lava processes ({lava['grouping']}), {lava['lanes']} lanes, {lava['steps']} steps (pipeline latency {lava['pipeline_latency_steps']}), "
+        f"Lava ({'floating' if result['mode'] == 'float' else 'fixed'} point) on {result['samples']} "
+        f"{result['dataset']}/{result['split']} samples: "
+        f"{lava['processes']} processes in {lava['lava_processes']} Lava processes ({lava['grouping']}), "
+        f"{lava['lanes']} lanes, {lava['steps']} steps (pipeline latency {lava['pipeline_latency_steps']}), "
         f"compile {lava['compile_seconds']:.1f} s, run {lava['run_seconds']:.1f} s",
         f"accuracy            Lava {result['accuracy']:.4f} | PyTorch {result['pytorch_accuracy']:.4f}",
         f"prediction agreement {result['prediction_agreement']:.4f}",

@@ -21,7 +21,8 @@ def stage_parameters(model: SNNergy) -> dict[str, int]:
 def describe(config: ModelConfig, model: SNNergy) -> str:
     lines = [
         f"SNNergy preset={config.preset} attention={config.attention} cmqka_pathways={config.cmqka_pathways} "
-        f"temporal_taps={config.cmqka_temporal_taps} fusion_scale={config.cmqka_fusion_scale:g} heads={config.num_heads} "
+        f"temporal_taps={config.cmqka_temporal_taps} fusion_scale={config.cmqka_fusion_scale:g} "
+        f"heads={config.num_heads} "
         f"ssa_scale={'learnable' if config.ssa_scale_learnable else 'fixed'} {config.ssa_scale:g}",
         f"input: audio [B, {config.time_steps}, {config.audio_channels}, {config.image_size}, {config.image_size}], "
         f"video [B, {config.time_steps}, {config.video_channels}, {config.image_size}, {config.image_size}], "

@@ -13,9 +13,10 @@ a kill at any instant loses at most the epoch in progress, and ``--resume`` repa
 other two from it (the metrics file gets exactly one line per committed epoch; a
 ``best.pt`` missed by the kill is written from ``last.pt``'s weights, which are the best).
 While it trains, the run directory is locked (``.lock``, an OS lock released when the
-process ends): a second trainer on the same directory stops with the holder's pid. Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
-DistributedDataParallel (gloo on CPU, NCCL on CUDA), each rank reads its shard through a
-DistributedSampler, and only rank 0 logs and writes files.
+process ends): a second trainer on the same directory stops with the holder's pid. Under
+``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel (gloo on
+CPU, NCCL on CUDA), each rank reads its shard through a DistributedSampler, and only rank 0
+logs and writes files.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ class DistributedContext:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls) -> "DistributedContext":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    def from_env(cls) -> DistributedContext:
+        return cls(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+        )
 
 
 RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt")  # what a run writes into its directory
@@ -80,7 +83,9 @@ def run_lock(out_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise ValueError(f"{out_dir} is being trained by another process (pid {holder}); wait for it or use another --out") from None
+            raise ValueError(
+                f"{out_dir} is being trained by another process (pid {holder}); wait for it or use another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -104,7 +109,9 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _loader(dataset: Dataset, config: TrainConfig, shuffle: bool, ctx: DistributedContext, epoch_seed: int) -> DataLoader:
+def _loader(
+    dataset: Dataset, config: TrainConfig, shuffle: bool, ctx: DistributedContext, epoch_seed: int
+) -> DataLoader:
     sampler = None
     generator = torch.Generator().manual_seed(epoch_seed)
     if ctx.enabled:
@@ -155,7 +162,9 @@ class Trainer:
         if config.limit_train_batches:
             steps_per_epoch = min(steps_per_epoch, config.limit_train_batches)
         total, warmup = steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: warmup_cosine(step, total, warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, total, warmup)
+        )
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -230,7 +239,13 @@ class Trainer:
         loader = _loader(self.train_set, self.config, True, self.ctx, self.config.seed * 1000 + epoch)
         limit = self.config.limit_train_batches or len(loader)
         total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(loader, total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.ctx.is_main, leave=False)
+        bar = tqdm(
+            loader,
+            total=min(limit, len(loader)),
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            disable=not self.ctx.is_main,
+            leave=False,
+        )
         for index, (audio, video, labels) in enumerate(bar):
             if index >= limit:
                 break
@@ -254,7 +269,12 @@ class Trainer:
         if self.ctx.enabled:
             dist.all_reduce(stats)
         total_loss, correct, seen = stats.tolist()
-        return {"train_loss": total_loss / seen, "train_accuracy": correct / seen, "train_seconds": seconds, "train_samples_per_s": seen / seconds}
+        return {
+            "train_loss": total_loss / seen,
+            "train_accuracy": correct / seen,
+            "train_seconds": seconds,
+            "train_samples_per_s": seen / seconds,
+        }
 
     def fit(self) -> dict[str, Any]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +282,9 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.epochs):
             record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **self.train_epoch(epoch)}
             if self.ctx.is_main:
-                val = evaluate(self.model, self.val_set, self.device, self.config.batch_size, self.class_names, progress=False)
+                val = evaluate(
+                    self.model, self.val_set, self.device, self.config.batch_size, self.class_names, progress=False
+                )
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 improved = val["accuracy"] > self.best_accuracy
                 if improved:
@@ -277,15 +299,22 @@ class Trainer:
                 self._write_metrics()
                 print(
                     f"epoch {epoch + 1}/{self.config.epochs}: train loss {record['train_loss']:.3f} "
-                    f"acc {record['train_accuracy']:.3f} | val loss {record['val_loss']:.3f} acc {record['val_accuracy']:.3f} "
+                    f"acc {record['train_accuracy']:.3f} | val loss {record['val_loss']:.3f} acc "
+                    f"{record['val_accuracy']:.3f} "
                     f"| {record['train_samples_per_s']:.1f} samples/s",
                     flush=True,
                 )
             if self.config.max_minutes and (time.perf_counter() - started) / 60 > self.config.max_minutes:
                 if self.ctx.is_main:
-                    print(f"stopping after epoch {epoch + 1}: --max-minutes {self.config.max_minutes} reached", flush=True)
+                    print(
+                        f"stopping after epoch {epoch + 1}: --max-minutes {self.config.max_minutes} reached", flush=True
+                    )
                 break
-        return {"best_val_accuracy": self.best_accuracy, "last_epoch": record.get("epoch", self.start_epoch), "out_dir": str(self.out_dir)}
+        return {
+            "best_val_accuracy": self.best_accuracy,
+            "last_epoch": record.get("epoch", self.start_epoch),
+            "out_dir": str(self.out_dir),
+        }
 
 
 def train(

@@ -9,8 +9,8 @@ loader sampled.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import av
 import numpy as np
@@ -26,7 +26,14 @@ def frame_level(index: int) -> int:
     return 20 + 10 * index
 
 
-def write_video(path: Path, n_frames: int = 8, container: str = "mp4", codec: str = "h264", audio_rate: int | None = None, seed: int = 0) -> Path:
+def write_video(
+    path: Path,
+    n_frames: int = 8,
+    container: str = "mp4",
+    codec: str = "h264",
+    audio_rate: int | None = None,
+    seed: int = 0,
+) -> Path:
     """A ``SIZE x SIZE`` video at ``FPS`` whose frame ``i`` is flat with red = ``frame_level(i)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=container) as out:
@@ -45,7 +52,9 @@ def write_video(path: Path, n_frames: int = 8, container: str = "mp4", codec: st
         if sound is not None:
             wave = tone(n_frames / FPS, audio_rate, 300 + 50 * seed)[None]
             for start in range(0, wave.shape[1], 1024):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start : start + 1024]), format="flt", layout="mono")
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(wave[:, start : start + 1024]), format="flt", layout="mono"
+                )
                 frame.sample_rate, frame.pts = audio_rate, start
                 out.mux(sound.encode(frame))
             out.mux(sound.encode())
@@ -140,7 +149,13 @@ def make_us8k_smmt(root: Path, per_class: int = 10) -> list[str]:
     for c, cls in enumerate(US8K_CLASSES):
         for j in range(per_class):
             clip = f"{100 + j}-{c}-0-{j}"
-            write_wav(root / "Dataset_v3_sound" / cls / f"{clip}.wav", 0.25, (16000, 22050, 44100)[j % 3], 1 + j % 2, 300 + 100 * c)
+            write_wav(
+                root / "Dataset_v3_sound" / cls / f"{clip}.wav",
+                0.25,
+                (16000, 22050, 44100)[j % 3],
+                1 + j % 2,
+                300 + 100 * c,
+            )
             write_jpg(root / "Dataset_v3_vision" / cls / f"{clip}.jpg", US8K_COLORS[c])
             keys.append(f"{cls}/{clip}")
     return keys

@@ -11,9 +11,14 @@ from snnergy.data.avdigits import AVDigits, AVDigitsSpec, EspeakMissingError, bu
 from snnergy.data.cache import load_npz
 
 SMALL = AVDigitsSpec(
-    train_pairs=40, val_pairs=20, test_pairs=20, accents=("en", "en-us"),
-    variants=("m1", "m2", "m3", "f1", "f2", "f3", "klatt"), val_variants=2, test_variants=2,
-)  # fmt: skip
+    train_pairs=40,
+    val_pairs=20,
+    test_pairs=20,
+    accents=("en", "en-us"),
+    variants=("m1", "m2", "m3", "f1", "f2", "f3", "klatt"),
+    val_variants=2,
+    test_variants=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def test_items_follow_the_model_contract(small_cache):
     assert audio.shape == (3, 1, 16, 16) and video.shape == (3, 3, 16, 16)
     assert audio.dtype == video.dtype == torch.float32 and isinstance(label, int)
     assert torch.equal(audio[0], audio[2]) and torch.equal(video[0], video[1])  # direct encoding over T
-    assert 0.0 <= video.min() and video.max() <= 1.0
+    assert video.min() >= 0.0 and video.max() <= 1.0
     assert {int(data[i][2]) for i in range(len(data))} <= set(range(10))
     # classes are balanced: 40 training pairs -> 4 of each digit
     assert np.bincount(data.labels.numpy(), minlength=10).tolist() == [4] * 10

@@ -17,12 +17,23 @@ from snnergy.config import load_preset
 from snnergy.model import build_model
 
 SMALL = dict(image_size=16, embed_dim=16, time_steps=2)
-BASELINES = ["tiny-late-sum", "tiny-late-concat", "tiny-late-film", "tiny-late-gated", "tiny-scmrl", "tiny-ann", "tiny-audio", "tiny-video"]
+BASELINES = [
+    "tiny-late-sum",
+    "tiny-late-concat",
+    "tiny-late-film",
+    "tiny-late-gated",
+    "tiny-scmrl",
+    "tiny-ann",
+    "tiny-audio",
+    "tiny-video",
+]
 
 
 def inputs(seed: int = 0, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 2, 1, 16, 16, generator=generator) * 3, torch.rand(batch, 2, 3, 16, 16, generator=generator) * 3
+    return torch.rand(batch, 2, 1, 16, 16, generator=generator) * 3, torch.rand(
+        batch, 2, 3, 16, 16, generator=generator
+    ) * 3
 
 
 def stage_outputs(model, audio, video):
@@ -69,7 +80,9 @@ def test_ann_counterpart_has_the_same_layers_and_no_spiking_neuron():
     assert not any(isinstance(m, neuron.BaseNode) for m in ann.modules())
     description = describe_model(ann)
     assert not description.populations and all(layer.real_valued for layer in description.layers)
-    assert sum(layer.dense_ops for layer in description.layers) == sum(layer.dense_ops for layer in describe_model(snn).layers)
+    assert sum(layer.dense_ops for layer in description.layers) == sum(
+        layer.dense_ops for layer in describe_model(snn).layers
+    )
 
 
 def test_scmrl_style_model_has_quadratic_attention_and_a_fixed_residual_of_one_and_a_half():
@@ -93,8 +106,16 @@ def test_export_refuses_a_baseline_clearly(tmp_path):
 
 def test_benchmark_trains_measures_tabulates_and_resumes(tmp_path, avdigits_cache):
     entries = ["snnergy-cmqka-hybrid", "ann-counterpart-relu"]
-    kwargs = dict(dataset="avdigits", out_dir=tmp_path, epochs=1, entries=entries, energy_samples=4, device="cpu",
-                  cache_dir=avdigits_cache, limit_train_batches=1)  # fmt: skip
+    kwargs = dict(
+        dataset="avdigits",
+        out_dir=tmp_path,
+        epochs=1,
+        entries=entries,
+        energy_samples=4,
+        device="cpu",
+        cache_dir=avdigits_cache,
+        limit_train_batches=1,
+    )
     document = run_benchmark(**kwargs)
     rows = {row["name"]: row for row in document["rows"]}
     snn, ann = rows["SNNergy (CMQKA hybrid)"], rows["ANN counterpart (ReLU)"]
@@ -106,18 +127,42 @@ def test_benchmark_trains_measures_tabulates_and_resumes(tmp_path, avdigits_cach
     first = (tmp_path / "snnergy-cmqka-hybrid" / "seed0" / "result.json").stat().st_mtime_ns
     again = run_benchmark(**kwargs)  # finished runs are read back, not retrained
     assert (tmp_path / "snnergy-cmqka-hybrid" / "seed0" / "result.json").stat().st_mtime_ns == first
-    assert again["runs"] == document["runs"] and json.loads((tmp_path / "benchmark.json").read_text())["rows"] == again["rows"]
+    assert (
+        again["runs"] == document["runs"]
+        and json.loads((tmp_path / "benchmark.json").read_text())["rows"] == again["rows"]
+    )
 
 
 def test_benchmark_table_reports_the_spread_over_seeds():
     runs = [
-        {"name": "m", "group": "model", "type": "SNN", "fusion": "cross", "modalities": "both", "time_steps": 4, "parameters": 10,
-         "accuracy": accuracy, "sops": 1.0, "macs": 2.0, "energy_uj": 3.0, "train_seconds": 4.0}
+        {
+            "name": "m",
+            "group": "model",
+            "type": "SNN",
+            "fusion": "cross",
+            "modalities": "both",
+            "time_steps": 4,
+            "parameters": 10,
+            "accuracy": accuracy,
+            "sops": 1.0,
+            "macs": 2.0,
+            "energy_uj": 3.0,
+            "train_seconds": 4.0,
+        }
         for accuracy in (0.8, 0.9)
-    ]  # fmt: skip
+    ]
     (row,) = summarise(runs)
-    assert row["seeds"] == 2 and row["accuracy_mean"] == pytest.approx(0.85) and row["accuracy_std"] == pytest.approx(0.05)
-    meta = {"command": "snnergy benchmark", "dataset": "avdigits", "split": "test", "epochs": 1, "seeds": [0, 1], "energy_samples": 4}
+    assert (
+        row["seeds"] == 2 and row["accuracy_mean"] == pytest.approx(0.85) and row["accuracy_std"] == pytest.approx(0.05)
+    )
+    meta = {
+        "command": "snnergy benchmark",
+        "dataset": "avdigits",
+        "split": "test",
+        "epochs": 1,
+        "seeds": [0, 1],
+        "energy_samples": 4,
+    }
     assert "85.00 ± 5.00" in format_markdown([row], meta)
 
 

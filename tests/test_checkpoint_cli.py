@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from export.cli import main as export_main
 from snnergy.checkpoint import CheckpointError, load_checkpoint
 from snnergy.cli import main as snnergy_main
-from export.cli import main as export_main
 
 
 def test_init_writes_a_seeded_checkpoint_that_rebuilds_the_model(tmp_path, capsys):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,9 @@ def one_line_error(capsys, code: int, *needles: str) -> str:
 
 @pytest.mark.parametrize("dataset", ["cremad", "ave", "us8k"])
 def test_a_missing_or_empty_data_root(dataset, tmp_path, capsys):
-    code = snnergy_main(["train", "--dataset", dataset, "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    code = snnergy_main(
+        ["train", "--dataset", dataset, "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]
+    )
     one_line_error(capsys, code, "snnergy train: error:", "missing")
     (tmp_path / "empty").mkdir()
     code = snnergy_main(["eval", str(tmp_path / "m.pt"), "--dataset", dataset, "--data-root", str(tmp_path / "empty")])
@@ -41,7 +42,9 @@ def test_a_text_file_given_as_checkpoint(tmp_path, capsys):
     text.write_text("not a model\n")
     for command in ("energy", "eval", "ablate", "firing-rates"):
         one_line_error(capsys, snnergy_main([command, str(text)]), "is not a readable checkpoint")
-    one_line_error(capsys, export_main([str(text), "--target", "nir", "--out", str(tmp_path / "m.nir")]), "snnergy-export: error:")
+    one_line_error(
+        capsys, export_main([str(text), "--target", "nir", "--out", str(tmp_path / "m.nir")]), "snnergy-export: error:"
+    )
 
 
 def test_a_foreign_pickle_is_refused(tmp_path, capsys):
@@ -72,7 +75,9 @@ def test_exporting_a_baseline_and_a_bad_timeout(tmp_path, capsys):
     model = save_checkpoint(from_model(build_model(load_preset("tiny", **MICRO))), tmp_path / "m.pt")
     assert export_main([str(model), "--target", "lava"]) == 0
     capsys.readouterr()
-    one_line_error(capsys, snnergy_main(["simulate", str(tmp_path / "m.lava"), "--timeout", "0"]), "--timeout must be a positive")
+    one_line_error(
+        capsys, snnergy_main(["simulate", str(tmp_path / "m.lava"), "--timeout", "0"]), "--timeout must be a positive"
+    )
 
 
 def test_debug_shows_the_traceback(tmp_path):

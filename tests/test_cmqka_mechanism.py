@@ -112,7 +112,9 @@ def test_temporal_projection_is_causal_and_reads_the_previous_step():
     # tap weights: y[t] = BN(W_0 x[t] + W_1 x[t-1]) with the eval BN an affine map per channel
     bn = projection.bn
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    by_hand = torch.einsum("oi,bin->bon", projection.tap_weight(0), x[1]) + torch.einsum("oi,bin->bon", projection.tap_weight(1), x[0])
+    by_hand = torch.einsum("oi,bin->bon", projection.tap_weight(0), x[1]) + torch.einsum(
+        "oi,bin->bon", projection.tap_weight(1), x[0]
+    )
     expected = (by_hand - bn.running_mean[:, None]) * scale[:, None] + bn.bias[:, None]
     assert torch.allclose(y[1], expected, atol=1e-5)
 
@@ -149,9 +151,16 @@ def test_each_ablation_does_what_it_names_and_is_undone():
     model = build_model(load_preset("tiny", image_size=16, embed_dim=16, time_steps=2, num_classes=3), seed=1).eval()
     names = [a.name for a in ablations_for(model)]
     assert names == [
-        "cmqka_zero", "cmqka_zero_stage1", "cmqka_zero_stage2", "cmqka_cross_cut", "spatial_factor_only",
-        "temporal_factor_only", "ssa_zero", "attention_cross_cut", "attention_zero",
-    ]  # fmt: skip
+        "cmqka_zero",
+        "cmqka_zero_stage1",
+        "cmqka_zero_stage2",
+        "cmqka_cross_cut",
+        "spatial_factor_only",
+        "temporal_factor_only",
+        "ssa_zero",
+        "attention_cross_cut",
+        "attention_zero",
+    ]
     attention = {n: m for n, m in model.named_modules() if isinstance(m, (CMQKAttention, CrossModalSSA))}
     seen: dict[str, dict] = {}
 
@@ -172,10 +181,16 @@ def test_each_ablation_does_what_it_names_and_is_undone():
     for name, module in attention.items():
         if isinstance(module, CMQKAttention):
             tokens = 16 if name.startswith("stages.0") else 4
-            means[name] = (torch.full((2, 1, module.out_proj.conv.in_channels, 1), 0.25), torch.full((1, 1, module.out_proj.conv.in_channels, tokens), 0.5))
+            means[name] = (
+                torch.full((2, 1, module.out_proj.conv.in_channels, 1), 0.25),
+                torch.full((1, 1, module.out_proj.conv.in_channels, tokens), 0.5),
+            )
     generator = torch.Generator().manual_seed(0)
     # strong analog inputs make the untrained stems fire, so the two modalities' streams differ
-    audio, video = 20 * torch.rand(2, 2, 1, 16, 16, generator=generator), 20 * torch.rand(2, 2, 3, 16, 16, generator=generator)
+    audio, video = (
+        20 * torch.rand(2, 2, 1, 16, 16, generator=generator),
+        20 * torch.rand(2, 2, 3, 16, 16, generator=generator),
+    )
     for ablation in ablations_for(model):
         seen.clear()
         with ablation.install(model, means):
@@ -192,9 +207,12 @@ def test_each_ablation_does_what_it_names_and_is_undone():
         for name, module in attention.items():
             is_cmqka, stage = isinstance(module, CMQKAttention), int(name.split(".")[1]) + 1
             zeroed = {
-                "cmqka_zero": is_cmqka, "cmqka_zero_stage1": is_cmqka and stage == 1, "cmqka_zero_stage2": is_cmqka and stage == 2,
-                "ssa_zero": not is_cmqka, "attention_zero": True,
-            }.get(ablation.name, False)  # fmt: skip
+                "cmqka_zero": is_cmqka,
+                "cmqka_zero_stage1": is_cmqka and stage == 1,
+                "cmqka_zero_stage2": is_cmqka and stage == 2,
+                "ssa_zero": not is_cmqka,
+                "attention_zero": True,
+            }.get(ablation.name, False)
             if zeroed:
                 assert seen[name]["output_zero"], (ablation.name, name)
             query, key = seen[name]["inputs"]
@@ -212,9 +230,24 @@ def test_each_ablation_does_what_it_names_and_is_undone():
 
 def test_cli_ablate_prints_rows_and_writes_json(avdigits_cache, tmp_path, capsys):
     config = load_preset("tiny", image_size=16, embed_dim=16, time_steps=2)
-    checkpoint = save_checkpoint(from_model(build_model(config, seed=0), [str(i) for i in range(10)]), tmp_path / "m.pt")
+    checkpoint = save_checkpoint(
+        from_model(build_model(config, seed=0), [str(i) for i in range(10)]), tmp_path / "m.pt"
+    )
     out = tmp_path / "ablate.json"
-    code = snnergy_main(["ablate", str(checkpoint), "--cache-dir", str(avdigits_cache), "--samples", "24", "--mean-samples", "16", "--json", str(out)])
+    code = snnergy_main(
+        [
+            "ablate",
+            str(checkpoint),
+            "--cache-dir",
+            str(avdigits_cache),
+            "--samples",
+            "24",
+            "--mean-samples",
+            "16",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     rows = {row["name"]: row for row in result["ablations"]}

@@ -51,7 +51,9 @@ def test_hand_built_network_has_exact_sops_and_macs():
 
 
 def test_stream_input_sums_its_constituents():
-    populations = tuple(Population(name, "stage1", 4, role) for name, role in (("X", "spds"), ("P", "attn_out"), ("M", "mlp2")))
+    populations = tuple(
+        Population(name, "stage1", 4, role) for name, role in (("X", "spds"), ("P", "attn_out"), ("M", "mlp2"))
+    )
     layer = SynapticLayer("fc1", "stage1", "linear", dense_ops=4 * 16, inputs=(LayerInput(("X", "P", "M"), 16.0, 4),))
     counts = SpikeCounts(1, 1, {"X": (2.0,), "P": (1.0,), "M": (3.0,)})
     (fc1,) = account(NetworkDescription(1, populations, (layer,)), counts).layers
@@ -108,7 +110,9 @@ def test_cost_model_file_with_missing_field_names_field_and_file(tmp_path):
 
 def test_custom_cost_model_from_yaml_and_json_paths(tmp_path):
     yaml_path = tmp_path / "mine.yaml"
-    yaml_path.write_text("name: mine\nsource: measured\nenergy_pj: {synaptic_op: 2, mac: 10, neuron_update: 1, spike: 0.5}\n")
+    yaml_path.write_text(
+        "name: mine\nsource: measured\nenergy_pj: {synaptic_op: 2, mac: 10, neuron_update: 1, spike: 0.5}\n"
+    )
     json_path = tmp_path / "mine.json"
     energies = {"synaptic_op": 2, "mac": 10, "neuron_update": 1, "spike": 0.5}
     json_path.write_text(json.dumps({"name": "mine-json", "source": "x", "energy_pj": energies}))
@@ -152,9 +156,13 @@ def probed():
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, (neuron.BaseNode, torch.nn.MaxPool2d)):
-            handles.append(module.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out.detach())))
+            handles.append(
+                module.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out.detach()))
+            )
         if name.endswith(".conv"):
-            handles.append(module.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name + ":in", a[0].detach())))
+            handles.append(
+                module.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name + ":in", a[0].detach()))
+            )
     features: dict[str, torch.Tensor] = {}
     attn = model.stages[0][0].attn["audio"]
     original = attn.spatial_features
@@ -202,7 +210,9 @@ def test_stream_constituents_follow_the_block_structure(probed):
     stem, p0, m0 = "stem.audio.out_lif", "stages.0.0.attn.audio.out_lif", "stages.0.0.mlp.audio.lif2"
     p1, m1 = "stages.0.1.attn.audio.out_lif", "stages.0.1.mlp.audio.lif2"
     assert by_name["stages.0.0.attn.audio.spatial.q_proj"].inputs[0].sources == (stem,)
-    assert by_name["stages.0.0.attn.audio.spatial.k_proj"].inputs[0].sources == ("stem.video.out_lif",)  # the other modality
+    assert by_name["stages.0.0.attn.audio.spatial.k_proj"].inputs[0].sources == (
+        "stem.video.out_lif",
+    )  # the other modality
     assert by_name["stages.0.0.mlp.audio.fc1"].inputs[0].sources == (stem, p0)
     assert by_name["stages.0.1.attn.audio.temporal.q_proj"].inputs[0].sources == (stem, p0, m0)
     assert by_name["down.0.audio.deep.0"].inputs[0].sources == (stem, p0, m0, p1, m1)
@@ -214,7 +224,9 @@ def test_stream_constituents_follow_the_block_structure(probed):
     x = seen[stem].flatten(3)  # [T, B, C, H, W] -> tokens [T, B, C, N]
     assert torch.allclose(seen["stages.0.0.mlp.audio.fc1.conv:in"], x + alpha0 * seen[p0])
     stream = x + alpha0 * seen[p0] + seen[m0] + alpha1 * seen[p1] + seen[m1]
-    assert torch.allclose(seen["down.0.audio.deep.0.conv:in"], stream.reshape(seen["down.0.audio.deep.0.conv:in"].shape))
+    assert torch.allclose(
+        seen["down.0.audio.deep.0.conv:in"], stream.reshape(seen["down.0.audio.deep.0.conv:in"].shape)
+    )
     # SOPs of a stream reader = (sum of its constituents' spikes) x fan-out
     fc1 = layer(result, "stages.0.1.mlp.audio.fc1")
     arriving = sum(sum(counts.counts[s]) for s in (stem, p0, m0, "stages.0.1.attn.audio.out_lif"))
@@ -226,7 +238,11 @@ def test_nothing_is_counted_twice_and_stages_add_up(probed):
     hooked = sum(seen[p.name].sum().item() for p in description.populations if not p.computed_from)
     counted = sum(p.spikes for p in result.populations if p.role != "and") * counts.samples
     assert counted == pytest.approx(hooked)
-    assert sum(s.sops for s in result.stages) == pytest.approx(sum(item.sops for item in result.layers)) == result.total.sops
+    assert (
+        sum(s.sops for s in result.stages)
+        == pytest.approx(sum(item.sops for item in result.layers))
+        == result.total.sops
+    )
     assert sum(s.macs for s in result.stages) == pytest.approx(result.total.macs)
     modules = dict(model.named_modules())
     for item in result.layers:  # each source once per tap of the layer (a causal tap reads it again, delayed)
@@ -236,10 +252,18 @@ def test_nothing_is_counted_twice_and_stages_add_up(probed):
     # every weight layer appears once; real-valued layers are exactly the documented ones
     real = {item.name for item in result.layers if item.input_rate is None}
     assert real == {
-        "stem.audio.deep.0", "stem.audio.shortcut", "stem.video.deep.0", "stem.video.shortcut", "head",
-        *(f"stages.{s}.{b}.attn.{m}.{part}" for s, b in ((0, 0), (0, 1), (1, 0)) for m in ("audio", "video")
-          for part in ("fusion_product", "out_proj")),
-    }  # fmt: skip
+        "stem.audio.deep.0",
+        "stem.audio.shortcut",
+        "stem.video.deep.0",
+        "stem.video.shortcut",
+        "head",
+        *(
+            f"stages.{s}.{b}.attn.{m}.{part}"
+            for s, b in ((0, 0), (0, 1), (1, 0))
+            for m in ("audio", "video")
+            for part in ("fusion_product", "out_proj")
+        ),
+    }
     for stage in result.stages:
         assert stage.name in ("stem", "stage1", "stage2", "stage3", "head")
 
@@ -254,7 +278,9 @@ def test_conv_and_linear_sops_equal_rate_times_dense_ops(probed):
     assert checked > 20
 
 
-@pytest.mark.parametrize("overrides", [dict(attention="all-ssa"), dict(attention="all-cmqka", cmqka_pathways="spatial")])
+@pytest.mark.parametrize(
+    "overrides", [dict(attention="all-ssa"), dict(attention="all-cmqka", cmqka_pathways="spatial")]
+)
 def test_every_layout_is_described_and_counted(overrides):
     model = tiny_model(**overrides)
     description = describe_model(model)

@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
+from test_energy import tiny_model
 from torch.utils.data import Dataset
 
 from energy.commands import add_energy_commands, energy_report, firing_rate_table
 from energy.report import EnergyReport, format_markdown, format_terminal, read_report
 from snnergy.checkpoint import from_model, save_checkpoint
-from test_energy import tiny_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -45,9 +45,16 @@ def report(checkpoint, tmp_path_factory):
     path, data = checkpoint
     out = tmp_path_factory.mktemp("report")
     result = energy_report(
-        path, data, samples=4, cost_model="loihi", json_path=out / "r.json", markdown_path=out / "r.md",
-        png_path=out / "r.png", batch_size=3, progress=False,
-    )  # fmt: skip
+        path,
+        data,
+        samples=4,
+        cost_model="loihi",
+        json_path=out / "r.json",
+        markdown_path=out / "r.md",
+        png_path=out / "r.png",
+        batch_size=3,
+        progress=False,
+    )
     return result, out
 
 
@@ -63,7 +70,9 @@ def test_report_schema_and_totals(report):
     assert total["energy_uj"] == pytest.approx(total["energy_pj"] / 1e6)
     assert total["sops"] > 0 and total["macs"] > 0
     assert data["samples"] == 4 and data["cost_model"]["name"] == "loihi"
-    assert sum(layer["energy_pj"] for layer in data["layers"]) == pytest.approx(total["sop_energy_pj"] + total["mac_energy_pj"])
+    assert sum(layer["energy_pj"] for layer in data["layers"]) == pytest.approx(
+        total["sop_energy_pj"] + total["mac_energy_pj"]
+    )
     assert all(len(layer["sops_per_timestep"]) == data["time_steps"] for layer in data["layers"])
 
 
@@ -101,7 +110,9 @@ def test_firing_rate_table_has_table4_rows(checkpoint, tmp_path):
     expected = sum(p["spikes"] for p in q1) / sum(p["neuron_updates"] for p in q1)
     row = table["rows"][0]
     assert row["values"]["CM1"]["audio"] == pytest.approx(expected)
-    assert row["values"]["CM1"]["both"] is not None and table["rows"][2]["values"]["CM1"]["audio"] is None  # V: SSA only
+    assert (
+        row["values"]["CM1"]["both"] is not None and table["rows"][2]["values"]["CM1"]["audio"] is None
+    )  # V: SSA only
 
 
 def test_cli_help_and_a_run_on_avdigits(checkpoint, avdigits_cache, tmp_path, capsys):
@@ -113,15 +124,30 @@ def test_cli_help_and_a_run_on_avdigits(checkpoint, avdigits_cache, tmp_path, ca
         assert exit_info.value.code == 0
     assert "--cost-model" in capsys.readouterr().out
     path, _ = checkpoint
-    args = parser.parse_args([
-        "energy", str(path), "--dataset", "avdigits", "--samples", "2", "--cache-dir", str(avdigits_cache),
-        "--json", str(tmp_path / "e.json"), "--png", str(tmp_path / "e.png"), "--no-progress",
-    ])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "energy",
+            str(path),
+            "--dataset",
+            "avdigits",
+            "--samples",
+            "2",
+            "--cache-dir",
+            str(avdigits_cache),
+            "--json",
+            str(tmp_path / "e.json"),
+            "--png",
+            str(tmp_path / "e.png"),
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "total" in out and "cost model 45nm" in out and "Layer1" in out
     assert json.loads((tmp_path / "e.json").read_text())["meta"]["dataset"] == "avdigits"
-    args = parser.parse_args(["firing-rates", str(path), "--samples", "2", "--cache-dir", str(avdigits_cache), "--no-progress"])
+    args = parser.parse_args(
+        ["firing-rates", str(path), "--samples", "2", "--cache-dir", str(avdigits_cache), "--no-progress"]
+    )
     assert args.func(args) == 0 and "Attn" in capsys.readouterr().out
 
 

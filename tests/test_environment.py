@@ -34,13 +34,12 @@ def test_toolchain_imports_together():
     import norse.torch
     import onnx
     import onnxruntime
-    import spikingjelly.activation_based.neuron
     import torch
-
-    import lava_runtime  # noqa: F401  (hooks first)
     from lava.lib.dl import netx
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
+
+    import lava_runtime  # noqa: F401  (hooks first)
 
     assert callable(norse.torch.from_nir) and hasattr(nir, "read") and hasattr(nirtorch, "nir_to_torch")
     assert onnxruntime.get_available_providers() and onnx.__version__

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import nir
-import pytest
 import norse.torch as norse
-import numpy as np
+import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from export.nir_graph import DT, Subgraph, conv_node, fold_conv_bn, lif_node, spds_subgraph, spike_or_nodes, standalone_graph
+from export.nir_graph import (
+    DT,
+    Subgraph,
+    conv_node,
+    fold_conv_bn,
+    lif_node,
+    spds_subgraph,
+    spike_or_nodes,
+    standalone_graph,
+)
 from snnergy.config import load_preset
 from snnergy.model import build_model
 

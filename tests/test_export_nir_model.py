@@ -21,7 +21,13 @@ def checkpoint_for(**overrides):
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"attention": "all-ssa"}, {"attention": "all-cmqka", "cmqka_pathways": "spatial"}, {"cmqka_pathways": "temporal"}]
+    "overrides",
+    [
+        {},
+        {"attention": "all-ssa"},
+        {"attention": "all-cmqka", "cmqka_pathways": "spatial"},
+        {"cmqka_pathways": "temporal"},
+    ],
 )
 def test_round_trip_through_stock_nir_read(tmp_path, overrides):
     checkpoint = checkpoint_for(**overrides)
@@ -45,7 +51,9 @@ def test_every_spiking_neuron_of_the_model_is_a_nir_lif():
     thresholds = sorted({float(np.asarray(n.v_threshold).flat[0]) for n in nir_lifs})
     assert thresholds == pytest.approx([0.6, 1.0])  # attention masks keep their own threshold
     lif = graph.nodes["stem.audio.out_lif"]
-    assert np.allclose(lif.tau, 2.0 * graph.metadata["dt"]) and np.allclose(lif.r, 1.0) and np.allclose(lif.v_reset, 0.0)
+    assert (
+        np.allclose(lif.tau, 2.0 * graph.metadata["dt"]) and np.allclose(lif.r, 1.0) and np.allclose(lif.v_reset, 0.0)
+    )
 
 
 def test_residual_alpha_scales_a_copy_of_the_reading_layer():
@@ -57,14 +65,20 @@ def test_residual_alpha_scales_a_copy_of_the_reading_layer():
     edges = set(graph.edges)
     assert ("stage1.0.video.attn.out_lif", "stage1.0.video.mlp.fc1@scale1") in edges
     assert ("stem.video.out_lif", "stage1.0.video.mlp.fc1") in edges
-    assert {("stage1.0.video.mlp.fc1", "stage1.0.video.mlp.lif1"), ("stage1.0.video.mlp.fc1@scale1", "stage1.0.video.mlp.lif1")} <= edges
+    assert {
+        ("stage1.0.video.mlp.fc1", "stage1.0.video.mlp.lif1"),
+        ("stage1.0.video.mlp.fc1@scale1", "stage1.0.video.mlp.lif1"),
+    } <= edges
 
 
 def test_extension_operations_are_named_with_their_operands():
     graph = build_nir_graph(checkpoint_for())
     product = graph.nodes["stage1.0.audio.attn.fusion.product"]
     assert product.metadata["snnergy_op"] == "product"
-    assert list(product.metadata["operands"]) == ["stage1.0.audio.attn.fusion.spatial_mean", "stage1.0.audio.attn.fusion.temporal_mean"]
+    assert list(product.metadata["operands"]) == [
+        "stage1.0.audio.attn.fusion.spatial_mean",
+        "stage1.0.audio.attn.fusion.temporal_mean",
+    ]
     ssa = graph.nodes["stage3.0.video.attn.attention"]
     assert ssa.metadata["snnergy_op"] == "ssa_attention" and ssa.metadata["heads"] == 8
     assert graph.nodes["head.readout"].metadata["snnergy_op"] == "time_mean"
@@ -96,7 +110,10 @@ def test_the_whole_written_graph_reproduces_the_pytorch_model(tmp_path):
     checkpoint = from_model(model)
     export_nir(checkpoint, tmp_path / "m.nir")
     generator = torch.Generator().manual_seed(0)
-    audio, video = torch.rand(16, 2, 1, 16, 16, generator=generator) * 3, torch.rand(16, 2, 3, 16, 16, generator=generator) * 3
+    audio, video = (
+        torch.rand(16, 2, 1, 16, 16, generator=generator) * 3,
+        torch.rand(16, 2, 3, 16, 16, generator=generator) * 3,
+    )
     with torch.no_grad():
         expected = checkpoint.build_model()(audio, video)
     got = logits(nir.read(tmp_path / "m.nir"), audio, video)

@@ -12,7 +12,14 @@ from spikingjelly.activation_based import neuron
 from torch import nn
 
 from export.cli import main as export_main
-from export.onnx_target import UnsupportedModuleError, check_supported, example_inputs, export_onnx, onnx_logits, unrolled_copy
+from export.onnx_target import (
+    UnsupportedModuleError,
+    check_supported,
+    example_inputs,
+    export_onnx,
+    onnx_logits,
+    unrolled_copy,
+)
 from snnergy.checkpoint import from_model, save_checkpoint
 from snnergy.config import load_preset
 from snnergy.model import build_model
@@ -51,7 +58,11 @@ def test_onnxruntime_reproduces_pytorch_on_a_dynamic_batch(exported, batch):
     model = checkpoint.build_model()
     audio, video = example_inputs(model, batch, seed=batch)
     fired = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: fired.append(float(out.sum()))) for m in model.modules() if isinstance(m, neuron.LIFNode)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: fired.append(float(out.sum())))
+        for m in model.modules()
+        if isinstance(m, neuron.LIFNode)
+    ]
     with torch.no_grad():
         expected = model(audio, video).numpy()
     for hook in hooks:

@@ -21,7 +21,9 @@ def bench():
 
 @pytest.fixture(scope="module")
 def result(bench):
-    out = bench.run([16, 32], dim=32, time_steps=2, batch=1, repeats=1, device_name="cpu", memory_limit_gib=1.0, progress=False)
+    out = bench.run(
+        [16, 32], dim=32, time_steps=2, batch=1, repeats=1, device_name="cpu", memory_limit_gib=1.0, progress=False
+    )
     out["summary"] = bench.summarise(out, fit_min_tokens=256)
     return out
 

@@ -51,8 +51,21 @@ def running_simulation(tmp_path: Path, cache: Path, timeout: int) -> Iterator[di
     checkpoint = save_checkpoint(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.pt")
     write_lava_package(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.lava", source=checkpoint)
     run = {"group": None}
-    command = [sys.executable, "-m", "snnergy.cli", "simulate", str(tmp_path / "m.lava"), "--cache-dir", str(cache),
-               "--samples", "400", "--lanes", "1", "--timeout", str(timeout)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "snnergy.cli",
+        "simulate",
+        str(tmp_path / "m.lava"),
+        "--cache-dir",
+        str(cache),
+        "--samples",
+        "400",
+        "--lanes",
+        "1",
+        "--timeout",
+        str(timeout),
+    ]
     run["proc"] = proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 90
@@ -74,9 +87,8 @@ def shared_memory_of(pgid: int) -> set[str]:
     """The /dev/shm files the processes of group ``pgid`` map (other runs' segments excluded)."""
     segments: set[str] = set()
     for pid in _group(pgid):
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/maps") as handle:
-                segments.update(line.split(None, 5)[5].strip() for line in handle if " /dev/shm/" in line)
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as handle:
+            segments.update(line.split(None, 5)[5].strip() for line in handle if " /dev/shm/" in line)
     return segments
 
 

@@ -32,7 +32,9 @@ print("ours imported:", any(m == "snnergy" or m.startswith(("snnergy.", "export.
 
 
 def test_plain_lava_example_runs_without_importing_snnergy(tmp_path):
-    result = subprocess.run([sys.executable, "-c", PLAIN_LAVA], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_LAVA], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     # spikes on steps 1, 3, 5, 7 reach the LIF (through Dense's one-step delay) on steps 2, 4, 6, 8;
     # with du=1, dv=0 and a threshold out of reach, v sums the weighted spikes: 4 x (2+1) and 4 x (1+3)

@@ -13,7 +13,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from fixtures_models import make_lively
 
 from energy.accounting import account, description_from_dict, description_to_dict, rename_populations
@@ -41,19 +40,30 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("lava-runtime")
     model = lively_model()
     checkpoint_path = save_checkpoint(from_model(model, [str(i) for i in range(10)]), root / "micro.pt")
-    write_lava_package(from_model(model, [str(i) for i in range(10)]), root / "micro.lava", fixed_point=True, source=checkpoint_path)
+    write_lava_package(
+        from_model(model, [str(i) for i in range(10)]), root / "micro.lava", fixed_point=True, source=checkpoint_path
+    )
     generator = torch.Generator().manual_seed(0)
     audio = torch.rand((3, *model.expected_shape("audio", 1)[1:]), generator=generator).numpy()
     video = torch.rand((3, *model.expected_shape("video", 1)[1:]), generator=generator).numpy()
     logits, trains, _ = pytorch_reference(checkpoint_path, audio, video)
-    return {"root": root, "package": load_package(root / "micro.lava"), "audio": audio, "video": video, "logits": logits, "trains": trains}
+    return {
+        "root": root,
+        "package": load_package(root / "micro.lava"),
+        "audio": audio,
+        "video": video,
+        "logits": logits,
+        "trains": trains,
+    }
 
 
 def test_plan_groups_nodes_and_lines_up_paths_after_time_means(exported):
     package = exported["package"]
     plan = build_plan(package.graph, package.time_steps)
     lif_nodes = [name for name, node in package.graph.nodes.items() if type(node).__name__ == "LIF"]
-    assert sorted(p.name for p in plan.processes.values() if p.kind == "lif") == sorted(lif_nodes)  # one core per population
+    assert sorted(p.name for p in plan.processes.values() if p.kind == "lif") == sorted(
+        lif_nodes
+    )  # one core per population
     assert plan.count("synapses") == 3  # only the readout's chains live outside a neuron core
     assert len(plan.processes) < len(package.graph.nodes) / 1.8
     # hybrid tiny: two CMQKA stages (one time mean each on the longest path) and the readout's time mean
@@ -64,7 +74,9 @@ def test_plan_groups_nodes_and_lines_up_paths_after_time_means(exported):
             arrivals = {plan.processes[s].latency + d for s, d in zip(process.sources, delays)}
             assert arrivals == {process.latency}, process.name
         elif process.kind != "input":
-            assert {plan.processes[s].latency for s in process.sources} == {process.params["input_latency"]}, process.name
+            assert {plan.processes[s].latency for s in process.sources} == {process.params["input_latency"]}, (
+                process.name
+            )
 
 
 def test_float_simulation_matches_pytorch_spike_for_spike(exported):
@@ -98,7 +110,9 @@ def test_energy_description_round_trips_and_names_nir_populations(exported):
     description = description_from_dict(json.loads((package.path / "energy.json").read_text()))
     assert all(type(package.graph.nodes[p.name]).__name__ == "LIF" for p in description.populations)
     torch_description = describe_model(lively_model())
-    renamed = rename_populations(torch_description, {p.name: nir_population_name(p.name) for p in torch_description.populations})
+    renamed = rename_populations(
+        torch_description, {p.name: nir_population_name(p.name) for p in torch_description.populations}
+    )
     assert description == renamed  # the same accounting, NIR names
     assert description_from_dict(json.loads(json.dumps(description_to_dict(renamed)))) == renamed
 
@@ -119,8 +133,20 @@ def test_bad_inputs_fail_clearly(exported, tmp_path):
 
 def test_cli_simulate_writes_the_json_report(exported, avdigits_cache, tmp_path, capsys):
     out = tmp_path / "sim.json"
-    code = snnergy_main(["simulate", str(exported["root"] / "micro.lava"), "--cache-dir", str(avdigits_cache),
-                         "--samples", "4", "--lanes", "4", "--json", str(out)])  # fmt: skip
+    code = snnergy_main(
+        [
+            "simulate",
+            str(exported["root"] / "micro.lava"),
+            "--cache-dir",
+            str(avdigits_cache),
+            "--samples",
+            "4",
+            "--lanes",
+            "4",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["samples"] == 4 and result["mode"] == "float"
@@ -151,7 +177,10 @@ def test_block_grouping_runs_each_block_and_modality_in_one_lava_process(exporte
     keys = set()
     for group in groups:
         key = next(k for k in sorted(expected, key=len, reverse=True) if group[0].startswith(k + ".") or group[0] == k)
-        assert all(name.split("@")[0].startswith(key + ".") or name.split("@")[0] == key for name in group), (key, group)
+        assert all(name.split("@")[0].startswith(key + ".") or name.split("@")[0] == key for name in group), (
+            key,
+            group,
+        )
         keys.add(key)
     assert keys == expected and len(groups) == len(expected)
     assert sorted(name for group in groups for name in group) == sorted(plan.processes)
@@ -165,7 +194,10 @@ def test_grouping_changes_nothing_but_the_number_of_lava_processes(exported):
     package = exported["package"]
     block = simulate(package, exported["audio"], exported["video"], mode="fixed", lanes=2, grouping="block")
     population = simulate(package, exported["audio"], exported["video"], mode="fixed", lanes=2, grouping="population")
-    assert (block.lava_processes, population.lava_processes) == (17, len(build_plan(package.graph, package.time_steps).processes))
+    assert (block.lava_processes, population.lava_processes) == (
+        17,
+        len(build_plan(package.graph, package.time_steps).processes),
+    )
     np.testing.assert_array_equal(block.logits, population.logits)
     assert block.spikes.keys() == population.spikes.keys()
     for name in block.spikes:

@@ -166,6 +166,7 @@ def _assert_nontrivial(spikes: np.ndarray) -> None:
 
 def test_lava_imports_after_hook() -> None:
     """The processes and configs SNNergy uses import on Python 3.11 once the hook is installed."""
+    import lava.magma.compiler.var_model as var_model
     from lava.magma.core.run_conditions import RunSteps  # noqa: F401
     from lava.magma.core.run_configs import Loihi1SimCfg, Loihi2SimCfg  # noqa: F401
     from lava.proc.conv.process import Conv  # noqa: F401
@@ -174,7 +175,6 @@ def test_lava_imports_after_hook() -> None:
     from lava.proc.io.source import RingBuffer as Source  # noqa: F401
     from lava.proc.lif.process import LIF  # noqa: F401
     from lava.proc.sparse.process import Sparse  # noqa: F401
-    import lava.magma.compiler.var_model as var_model
 
     encoders = var_model.CoreEncoder(), var_model.CoreEncoder()
     assert encoders[0] == encoders[1] and encoders[0].x is not encoders[1].x  # fresh defaults

@@ -10,7 +10,13 @@ import sys
 from lava_runtime.guard import run_with_timeout
 
 FORBIDDEN = ("snnergy", "spikingjelly", "energy")  # the model/data/training code, its neuron library, accounting
-RUNTIME_MODULES = ("lava_runtime.network", "lava_runtime.plan", "lava_runtime.processes", "lava_runtime.models", "lava_runtime.guard")
+RUNTIME_MODULES = (
+    "lava_runtime.network",
+    "lava_runtime.plan",
+    "lava_runtime.processes",
+    "lava_runtime.models",
+    "lava_runtime.guard",
+)
 
 
 def _forbidden(modules: list[str]) -> list[str]:

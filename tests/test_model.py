@@ -56,7 +56,13 @@ def test_spds_outputs_and_attention_spikes_are_binary():
 
     for name, module in model.named_modules():
         if isinstance(module, neuron.LIFNode) and name.rsplit(".", 1)[-1] in (
-            "q_lif", "k_lif", "v_lif", "spatial_attn_lif", "temporal_attn_lif", "attn_lif", "out_lif",
+            "q_lif",
+            "k_lif",
+            "v_lif",
+            "spatial_attn_lif",
+            "temporal_attn_lif",
+            "attn_lif",
+            "out_lif",
         ):
             module.register_forward_hook(record(name))
     with torch.no_grad():

@@ -70,7 +70,9 @@ def test_init_needs_force_to_replace_a_checkpoint(checkpoint, capsys):
 
 
 def test_export_needs_force_to_replace_something_else_and_may_replace_its_own_kind(checkpoint, tmp_path, capsys):
-    other = save_checkpoint(from_model(build_model(load_preset("tiny", **MICRO), seed=1), CLASSES), tmp_path / "other.pt")
+    other = save_checkpoint(
+        from_model(build_model(load_preset("tiny", **MICRO), seed=1), CLASSES), tmp_path / "other.pt"
+    )
     assert export_main([str(checkpoint), "--target", "nir", "--out", str(other)]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     out = tmp_path / "m.nir"
@@ -107,8 +109,25 @@ def test_an_interrupted_export_leaves_the_previous_output_intact(checkpoint, tmp
 
 def test_train_refuses_an_existing_run_without_resume_or_force(avdigits_cache, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--preset", "tiny", "--image-size", "16", "--embed-dim", "16", "--time-steps", "2", "--epochs", "1",
-            "--limit-train-batches", "1", "--cache-dir", str(avdigits_cache), "--out", str(run)]  # fmt: skip
+    args = [
+        "train",
+        "--preset",
+        "tiny",
+        "--image-size",
+        "16",
+        "--embed-dim",
+        "16",
+        "--time-steps",
+        "2",
+        "--epochs",
+        "1",
+        "--limit-train-batches",
+        "1",
+        "--cache-dir",
+        str(avdigits_cache),
+        "--out",
+        str(run),
+    ]
     assert snnergy_main(args) == 0
     best = digest(run / "best.pt")
     assert snnergy_main(args) == 2
@@ -129,12 +148,31 @@ def test_an_output_directory_holding_an_input_is_refused(tmp_path):
 
 
 def _train_args(cache: Path, run: Path, epochs: int) -> list[str]:
-    return ["train", "--preset", "tiny", "--image-size", "16", "--embed-dim", "16", "--time-steps", "2", "--epochs", str(epochs),
-            "--limit-train-batches", "1", "--cache-dir", str(cache), "--out", str(run)]  # fmt: skip
+    return [
+        "train",
+        "--preset",
+        "tiny",
+        "--image-size",
+        "16",
+        "--embed-dim",
+        "16",
+        "--time-steps",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--limit-train-batches",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(run),
+    ]
 
 
 @pytest.mark.parametrize("window", ["after_last", "after_best"])
-def test_a_kill_between_the_writes_of_an_epoch_resumes_with_each_epoch_once(avdigits_cache, tmp_path, monkeypatch, window):
+def test_a_kill_between_the_writes_of_an_epoch_resumes_with_each_epoch_once(
+    avdigits_cache, tmp_path, monkeypatch, window
+):
     import snnergy.train as train_module
 
     run = tmp_path / "run"
@@ -231,6 +269,8 @@ def test_simulate_refuses_files_changed_since_export_and_a_foreign_reference(pac
     assert "energy.json changed since export" in capsys.readouterr().err
     (package / "energy.json").unlink()
     fresh = Path(write_lava_package(load_checkpoint(checkpoint), tmp_path / "fresh.lava", source=checkpoint)["path"])
-    foreign = save_checkpoint(from_model(build_model(load_preset("tiny", **MICRO), seed=7), CLASSES), tmp_path / "foreign.pt")
+    foreign = save_checkpoint(
+        from_model(build_model(load_preset("tiny", **MICRO), seed=7), CLASSES), tmp_path / "foreign.pt"
+    )
     assert snnergy_main(["simulate", str(fresh), "--samples", "1", "--checkpoint", str(foreign)]) == 2
     assert "is not the model this package was exported from" in capsys.readouterr().err

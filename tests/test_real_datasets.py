@@ -68,8 +68,8 @@ def check_item(ds) -> None:
     audio, video, label = ds[0]
     assert audio.shape == (T, 1, S, S) and audio.dtype == torch.float32
     assert video.shape == (T, 3, S, S) and video.dtype == torch.float32
-    assert 0.0 <= float(video.min()) and float(video.max()) <= 1.0
-    assert 0.0 <= float(audio.min()) and float(audio.max()) <= 1.0 and float(audio.std()) > 0
+    assert float(video.min()) >= 0.0 and float(video.max()) <= 1.0
+    assert float(audio.min()) >= 0.0 and float(audio.max()) <= 1.0 and float(audio.std()) > 0
     assert isinstance(label, int) and 0 <= label < ds.num_classes == len(ds.class_names)
 
 
@@ -121,7 +121,9 @@ def test_cremad_items_labels_and_split_file(cremad_root: Path, tmp_path: Path) -
 
 def test_cremad_actor_random_is_disjoint_and_seeded(cremad_root: Path, tmp_path: Path) -> None:
     def actors(seed: int) -> dict[str, set[int]]:
-        doc = read_split_file(CremaD(cremad_root, "train", cache_dir=tmp_path, seed=seed, split_mode="actor-random", **OPTS).split_path)
+        doc = read_split_file(
+            CremaD(cremad_root, "train", cache_dir=tmp_path, seed=seed, split_mode="actor-random", **OPTS).split_path
+        )
         assert doc["seed"] == seed and doc["mode"] == "actor-random"
         return {s: {actor_of(k) for k in keys} for s, keys in doc["splits"].items()}
 
@@ -142,7 +144,9 @@ def test_cremad_clip_random_ratio_and_seed(cremad_root: Path, tmp_path: Path) ->
     n = len(fm.CREMAD_ACTORS) * 6
     assert set(doc["splits"]) == {"train", "test"} and doc["subject_disjoint"] is False
     assert len(doc["splits"]["test"]) == int(np.floor(n * CLIP_TEST_FRACTION + 0.5)) == 5
-    assert sorted(doc["splits"]["train"] + doc["splits"]["test"]) == sorted(p.stem for p in (cremad_root / "AudioWAV").glob("*.wav"))
+    assert sorted(doc["splits"]["train"] + doc["splits"]["test"]) == sorted(
+        p.stem for p in (cremad_root / "AudioWAV").glob("*.wav")
+    )
     assert int(np.floor(7442 * CLIP_TEST_FRACTION + 0.5)) == 744  # 6698 / 744 on the full set
     assert split(0)["splits"] == doc["splits"] and split(1)["splits"] != doc["splits"]
     with pytest.raises(ValueError, match="'val' does not exist.*available: train, test"):
@@ -219,7 +223,7 @@ def test_ave_official_split_reports_duplicates_and_overlaps(ave_root: Path, tmp_
     doc = read_split_file(train.split_path, "ave")
     assert doc["id_report"]["overlaps"]["train&test"] == ["vid01"] and doc["counts"]["train"] == 4
     check_item(train)
-    assert {train.class_names[l] for l in train.labels} == {"Church bell", "Dog", "Male speech, man speaking"}
+    assert {train.class_names[label] for label in train.labels} == {"Church bell", "Dog", "Male speech, man speaking"}
 
 
 @pytest.mark.filterwarnings("ignore::snnergy.data.common.DataWarning")
@@ -287,7 +291,9 @@ def test_us8k_smmt_stratified_and_deterministic(smmt_root: Path, tmp_path: Path)
 def test_us8k_metadata_layout(meta_root: Path, tmp_path: Path) -> None:
     ds = UrbanSound8KAV(meta_root, "train", cache_dir=tmp_path, **OPTS)
     assert ds.layout == "metadata" and ds.class_names == ["air_conditioner", "car_horn", "dog_bark"]
-    assert {r.key.split("-")[1] for r, l in zip(ds.records, ds.labels) if l == 2} == {"3"}  # classID 3 is rank 2
+    assert {r.key.split("-")[1] for r, label in zip(ds.records, ds.labels) if label == 2} == {
+        "3"
+    }  # classID 3 is rank 2
     assert all(r.audio.parent.name == f"fold{int(r.key.split('-')[-1]) % 10 + 1}" for r in ds.records)
     check_item(ds)
     root = copy_of(meta_root, tmp_path)

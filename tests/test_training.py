@@ -93,7 +93,15 @@ def test_training_learns_writes_files_and_resumes_exactly(tmp_path):
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="checkpoint not found"):
-        train(load_preset("tiny", **MICRO), _config(1), TinyAV(8, 0), TinyAV(8, 1), tmp_path, TinyAV.class_names, resume=True)
+        train(
+            load_preset("tiny", **MICRO),
+            _config(1),
+            TinyAV(8, 0),
+            TinyAV(8, 1),
+            tmp_path,
+            TinyAV.class_names,
+            resume=True,
+        )
 
 
 class OracleModel(torch.nn.Module):
@@ -122,11 +130,34 @@ def test_evaluation_counts_and_reports(tmp_path):
 def test_torchrun_two_cpu_processes_on_gloo(tmp_path, avdigits_cache):
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-        "-m", "snnergy.train", "--out", str(out), "--device", "cpu", "--epochs", "1", "--batch-size", "8",
-        "--limit-train-batches", "2", "--image-size", "16", "--embed-dim", "16", "--time-steps", "2",
-        "--cache-dir", str(avdigits_cache),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "snnergy.train",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--limit-train-batches",
+        "2",
+        "--image-size",
+        "16",
+        "--embed-dim",
+        "16",
+        "--time-steps",
+        "2",
+        "--cache-dir",
+        str(avdigits_cache),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -142,6 +173,7 @@ def test_torchrun_two_cpu_processes_on_gloo(tmp_path, avdigits_cache):
 def test_cli_trains_and_evaluates_on_a_real_dataset_layout(tmp_path, capsys):
     """`snnergy train/eval --dataset cremad --data-root` on a CREMA-D fixture (real flv + wav)."""
     import fixtures_media as fm
+
     from snnergy.cli import main
 
     root = tmp_path / "CREMA-D"
@@ -149,7 +181,10 @@ def test_cli_trains_and_evaluates_on_a_real_dataset_layout(tmp_path, capsys):
     common = ["--dataset", "cremad", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache")]
     model = ["--image-size", "16", "--embed-dim", "16", "--time-steps", "2"]
     run = tmp_path / "run"
-    assert main(["train", *common, *model, "--out", str(run), "--epochs", "1", "--batch-size", "4", "--device", "cpu"]) == 0
+    assert (
+        main(["train", *common, *model, "--out", str(run), "--epochs", "1", "--batch-size", "4", "--device", "cpu"])
+        == 0
+    )
     checkpoint = load_checkpoint(run / "best.pt")
     assert checkpoint.class_names == ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
     assert checkpoint.model_config.num_classes == 6 and checkpoint.meta["data"]["dataset"] == "cremad"
@@ -159,7 +194,24 @@ def test_cli_trains_and_evaluates_on_a_real_dataset_layout(tmp_path, capsys):
     assert (tmp_path / "e.png").exists()
     # the clip-random protocol has no validation split: training selects on test and says so
     clip = tmp_path / "clip"
-    assert main(["train", *common, *model, "--split-mode", "clip-random", "--out", str(clip), "--epochs", "1", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *common,
+                *model,
+                "--split-mode",
+                "clip-random",
+                "--out",
+                str(clip),
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "selecting checkpoints on 'test'" in capsys.readouterr().out
     assert load_checkpoint(clip / "best.pt").meta["data"]["validation_split"] == "test"
 

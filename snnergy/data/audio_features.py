@@ -66,7 +66,12 @@ def mel_filterbank(
     if not 0.0 <= f_min < f_max <= sample_rate / 2.0:
         raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={f_min}, f_max={f_max}")
     fft_freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
-    mel_edges = torch.linspace(float(hz_to_mel(torch.tensor(f_min), scale)), float(hz_to_mel(torch.tensor(f_max), scale)), n_mels + 2, dtype=torch.float64)
+    mel_edges = torch.linspace(
+        float(hz_to_mel(torch.tensor(f_min), scale)),
+        float(hz_to_mel(torch.tensor(f_max), scale)),
+        n_mels + 2,
+        dtype=torch.float64,
+    )
     hz_edges = mel_to_hz(mel_edges, scale)
     lower, center, upper = hz_edges[:-2, None], hz_edges[1:-1, None], hz_edges[2:, None]
     rising = (fft_freqs[None, :] - lower) / (center - lower)
@@ -88,7 +93,9 @@ def power_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.
     lead = wave.shape[:-1]
     flat = wave.reshape(-1, wave.shape[-1]).to(torch.float32)
     window = torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
-    spec = torch.stft(flat, n_fft=n_fft, hop_length=hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        flat, n_fft=n_fft, hop_length=hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
+    )
     power = spec.real.square() + spec.imag.square()
     return power.reshape(*lead, *power.shape[-2:])
 

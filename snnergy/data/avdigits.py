@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +52,47 @@ ESPEAK_PACKAGE = "espeak-ng"
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 # ... and voice variants (timbre, pitch range, breathiness); speaker = accent + variant.
 VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-    "klatt", "klatt2", "klatt3", "klatt4", "adam", "alex", "annie", "belinda", "boris",
-    "david", "ed", "iven", "john", "linda", "max", "michel", "norbert", "paul", "quincy",
-    "rob", "robert", "steph", "travis", "victor", "whisper", "croak", "Storm",
-)  # fmt: skip
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "adam",
+    "alex",
+    "annie",
+    "belinda",
+    "boris",
+    "david",
+    "ed",
+    "iven",
+    "john",
+    "linda",
+    "max",
+    "michel",
+    "norbert",
+    "paul",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+    "victor",
+    "whisper",
+    "croak",
+    "Storm",
+)
 
 # Base resolution stored in the cache; resized to image_size on access.
 IMAGE_BASE = 32
@@ -127,7 +163,9 @@ class EspeakMissingError(RuntimeError):
 # ----------------------------------------------------------------------------- planning
 
 
-def _split_images(labels: np.ndarray, fractions: tuple[float, float, float], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _split_images(
+    labels: np.ndarray, fractions: tuple[float, float, float], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Stratified, disjoint image-index split (each image in exactly one split)."""
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for cls in range(len(CLASS_NAMES)):
@@ -148,7 +186,15 @@ def _split_variants(spec: AVDigitsSpec, rng: np.random.Generator) -> dict[str, l
     return {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
 
 
-def _plan_split(split: str, n_pairs: int, images: np.ndarray, labels: np.ndarray, variants: list[str], spec: AVDigitsSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _plan_split(
+    split: str,
+    n_pairs: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    variants: list[str],
+    spec: AVDigitsSpec,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """Class-balanced pairs: an image of the class, a voice of the split, and the see-saw m."""
     label = np.resize(np.arange(len(CLASS_NAMES)), n_pairs)
     rng.shuffle(label)
@@ -211,7 +257,9 @@ def _synthesise_all(plan: dict[str, np.ndarray], progress: bool) -> list[np.ndar
     binary = espeak_binary()
     jobs = [
         (CLASS_NAMES[label], f"{accent}+{variant}", int(speed), int(pitch))
-        for label, accent, variant, speed, pitch in zip(plan["label"], plan["accent"], plan["variant"], plan["speed"], plan["pitch"])
+        for label, accent, variant, speed, pitch in zip(
+            plan["label"], plan["accent"], plan["variant"], plan["speed"], plan["pitch"]
+        )
     ]
     workers = min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -243,7 +291,9 @@ def degrade_audio(wave: np.ndarray, offset: float, snr_db: float, rng: np.random
 def degrade_image(digit: np.ndarray, occluder: float, noise_std: float, rng: np.random.Generator) -> np.ndarray:
     """Upsample an 8x8 digit (0..16) to the base size, occlude a grey square, add noise."""
     image = torch.from_numpy(digit.astype(np.float32) / 16.0).reshape(1, 1, 8, 8)
-    image = torch.nn.functional.interpolate(image, size=(IMAGE_BASE, IMAGE_BASE), mode="bilinear", align_corners=False)[0, 0].numpy()
+    image = torch.nn.functional.interpolate(image, size=(IMAGE_BASE, IMAGE_BASE), mode="bilinear", align_corners=False)[
+        0, 0
+    ].numpy()
     side = int(round(occluder * IMAGE_BASE))
     if side > 0:
         top, left = rng.integers(0, IMAGE_BASE - side + 1, 2)
@@ -257,7 +307,9 @@ def _to_uint8(x: np.ndarray | torch.Tensor, low: float, high: float) -> np.ndarr
     return np.round(np.clip((x - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _render(plan: dict[str, np.ndarray], waves: list[np.ndarray], digit_images: np.ndarray, spec: AVDigitsSpec) -> tuple[np.ndarray, np.ndarray]:
+def _render(
+    plan: dict[str, np.ndarray], waves: list[np.ndarray], digit_images: np.ndarray, spec: AVDigitsSpec
+) -> tuple[np.ndarray, np.ndarray]:
     """Degrade every pair: uint8 log-mel ``[N, 64, 64]`` and uint8 images ``[N, 32, 32]``."""
     deg = spec.degradation
     n = len(plan["label"])
@@ -294,7 +346,9 @@ def cache_path(cache_dir: str | os.PathLike | None = None, seed: int = 0, spec: 
     return dataset_cache_dir("avdigits", cache_dir) / f"avdigits-{params_hash(_build_params(spec, seed))}.npz"
 
 
-def build_avdigits(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True, spec: AVDigitsSpec = DEFAULT_SPEC) -> Path:
+def build_avdigits(
+    cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True, spec: AVDigitsSpec = DEFAULT_SPEC
+) -> Path:
     """Build the dataset into the cache unless it is already there; return the file path."""
     path = cache_path(cache_dir, seed, spec)
     if path.exists():
@@ -392,7 +446,13 @@ def _features(dataset: AVDigits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return audio, video, dataset.labels.numpy()
 
 
-def probe(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: int = 16, spec: AVDigitsSpec = DEFAULT_SPEC, progress: bool = True) -> dict[str, float]:
+def probe(
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    size: int = 16,
+    spec: AVDigitsSpec = DEFAULT_SPEC,
+    progress: bool = True,
+) -> dict[str, float]:
     """Test accuracy of a logistic regression per input (audio, video, both concatenated).
 
     Features are the ``size x size`` inputs, standardised; the inverse regularisation C
@@ -409,7 +469,7 @@ def probe(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: int =
         x = {s: select(*splits[s][:2]) for s in SPLITS}
         y = {s: splits[s][2] for s in SPLITS}
 
-        def fit(c: float) -> object:
+        def fit(c: float, x: dict = x, y: dict = y) -> object:
             model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
             return model.fit(x["train"], y["train"])
 
@@ -420,9 +480,15 @@ def probe(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: int =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m snnergy.data.avdigits", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default=None, help="directory of the cached build (default $SNNERGY_CACHE/avdigits or ~/.cache/snnergy/avdigits)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="directory of the cached build (default $SNNERGY_CACHE/avdigits or ~/.cache/snnergy/avdigits)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--probe", action="store_true", help="print logistic-regression test accuracy for audio, video and both")
+    parser.add_argument(
+        "--probe", action="store_true", help="print logistic-regression test accuracy for audio, video and both"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     path = build_avdigits(args.cache_dir, args.seed)

@@ -19,8 +19,9 @@ A sample's key is its annotation minus the quality, ``Category&VideoID&Start&End
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from snnergy.data.common import AnnotationError, AVClipDataset, ClipRecord, read_lines, require, require_all, warn
 
@@ -83,7 +84,9 @@ class AVE(AVClipDataset):
                 key = f"{category}&{vid}&{t0:g}&{t1:g}"
                 window = (t0, t1) if self.window == "event" else None
                 media_key = f"{vid}_{t0:g}-{t1:g}" if self.window == "event" else vid
-                records[key] = ClipRecord(key, classes.index(category), video_dir / f"{vid}.mp4", video_dir / f"{vid}.mp4", window, media_key)
+                records[key] = ClipRecord(
+                    key, classes.index(category), video_dir / f"{vid}.mp4", video_dir / f"{vid}.mp4", window, media_key
+                )
                 keys.append(key)
             self._set_keys[split] = keys
         require_all(sorted({r.visual for r in records.values()}), "AVE videos (AVE/<VideoID>.mp4 named in a set file)")
@@ -98,12 +101,23 @@ class AVE(AVClipDataset):
         overlaps = {f"{a}&{b}": sorted(set(ids[a]) & set(ids[b])) for i, a in enumerate(names) for b in names[i + 1 :]}
         for s, dup in duplicates.items():
             if dup:
-                warn(f"ave: {SET_FILES[s]} lists {len(dup)} video IDs more than once ({sum(dup.values()) - len(dup)} extra lines, kept), e.g. {list(dup)[:3]}")
+                warn(
+                    f"ave: {SET_FILES[s]} lists {len(dup)} video IDs more than once "
+                    f"({sum(dup.values()) - len(dup)} extra lines, kept), e.g. {list(dup)[:3]}"
+                )
         for pair, shared in overlaps.items():
             if shared:
                 a, b = pair.split("&")
-                warn(f"ave: {len(shared)} video IDs are in both {SET_FILES[a]} and {SET_FILES[b]} (kept in both), e.g. {shared[:3]}")
+                warn(
+                    f"ave: {len(shared)} video IDs are in both {SET_FILES[a]} and {SET_FILES[b]} (kept in both), "
+                    f"e.g. {shared[:3]}"
+                )
         return {"duplicates": duplicates, "overlaps": overlaps}
 
-    def _make_splits(self, records: Mapping[str, ClipRecord], mode: str, seed: int) -> tuple[dict[str, list[str]], dict[str, Any]]:
-        return {s: list(keys) for s, keys in self._set_keys.items()}, {"window": self.window, "id_report": self.id_report}
+    def _make_splits(
+        self, records: Mapping[str, ClipRecord], mode: str, seed: int
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        return {s: list(keys) for s, keys in self._set_keys.items()}, {
+            "window": self.window,
+            "id_report": self.id_report,
+        }

@@ -31,10 +31,11 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,9 @@ def require(path: Path, what: str, *, directory: bool = False) -> Path:
     """Return ``path`` if it exists, else raise ``FileNotFoundError`` naming it and its role."""
     ok = path.is_dir() if directory else path.exists()
     if not ok:
-        raise FileNotFoundError(errno.ENOENT, f"{what} not found (expected {'a directory' if directory else 'a file'})", str(path))
+        raise FileNotFoundError(
+            errno.ENOENT, f"{what} not found (expected {'a directory' if directory else 'a file'})", str(path)
+        )
     return path
 
 
@@ -101,7 +104,7 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
 
 def seeded_order(keys: Iterable[str], seed: int) -> list[str]:
     """A pseudo-random permutation of ``keys`` that depends only on ``seed`` and the key strings."""
-    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}/{k}".encode("utf-8")).digest())
+    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}/{k}".encode()).digest())
 
 
 def held_out_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
@@ -112,7 +115,9 @@ def held_out_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
     return counts
 
 
-def fraction_split(keys: Iterable[str], seed: int, fractions: Mapping[str, float], rest: str = "train") -> dict[str, list[str]]:
+def fraction_split(
+    keys: Iterable[str], seed: int, fractions: Mapping[str, float], rest: str = "train"
+) -> dict[str, list[str]]:
     """Seeded split of ``keys`` (sorted first): held-out splits take their fraction, ``rest`` the remainder."""
     order = seeded_order(sorted(keys), seed)
     counts = held_out_counts(len(order), fractions)
@@ -123,7 +128,9 @@ def fraction_split(keys: Iterable[str], seed: int, fractions: Mapping[str, float
     return {rest: sorted(order[start:]), **out}
 
 
-def stratified_split(keys_by_class: Mapping[Any, Iterable[str]], seed: int, fractions: Mapping[str, float]) -> dict[str, list[str]]:
+def stratified_split(
+    keys_by_class: Mapping[Any, Iterable[str]], seed: int, fractions: Mapping[str, float]
+) -> dict[str, list[str]]:
     """:func:`fraction_split` inside every class, so each split keeps the class proportions."""
     merged: dict[str, list[str]] = {}
     for cls in sorted(keys_by_class):
@@ -132,7 +139,16 @@ def stratified_split(keys_by_class: Mapping[Any, Iterable[str]], seed: int, frac
     return {name: sorted(keys) for name, keys in merged.items()}
 
 
-def write_split_file(path: Path, *, dataset: str, data_root: Path, mode: str, seed: int | None, splits: Mapping[str, Sequence[str]], **info: Any) -> Path:
+def write_split_file(
+    path: Path,
+    *,
+    dataset: str,
+    data_root: Path,
+    mode: str,
+    seed: int | None,
+    splits: Mapping[str, Sequence[str]],
+    **info: Any,
+) -> Path:
     """Record a partition (clip keys per split) plus how it was made, as JSON."""
     doc = {
         "format": SPLIT_FILE_FORMAT,
@@ -189,7 +205,12 @@ class Preprocessing:
     audio: AudioParams
 
     def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "time_steps": self.time_steps, "audio": self.audio.to_dict(), "version": PREPROCESS_VERSION}
+        return {
+            "image_size": self.image_size,
+            "time_steps": self.time_steps,
+            "audio": self.audio.to_dict(),
+            "version": PREPROCESS_VERSION,
+        }
 
 
 def entry_name(key: str) -> str:
@@ -257,16 +278,29 @@ class AVClipDataset(Dataset):
 
         self.class_names, records = self._scan()
         self.num_classes = len(self.class_names)
-        source_dir = dataset_cache_dir(self.name, cache_dir) / f"{self.name}-{params_hash({'root': str(self.data_root)}, 10)}"
+        source_dir = (
+            dataset_cache_dir(self.name, cache_dir) / f"{self.name}-{params_hash({'root': str(self.data_root)}, 10)}"
+        )
         self.split_info = self._resolve_split(records, split_mode, seed, split_file, source_dir)
         if split not in self.split_info["splits"]:
-            raise ValueError(f"split {split!r} does not exist in {self.name} split mode {self.split_info['mode']!r}; available: {', '.join(self.split_info['splits'])}")
+            raise ValueError(
+                f"split {split!r} does not exist in {self.name} split mode {self.split_info['mode']!r}; available: "
+                f"{', '.join(self.split_info['splits'])}"
+            )
         wanted = self.split_info["splits"][split]
         unknown = [k for k in wanted if k not in records]
         if unknown:
-            raise ValueError(f"{self.split_path}: {len(unknown)} clips of split {split!r} are not in {self.data_root}, e.g. {unknown[:3]}")
+            raise ValueError(
+                f"{self.split_path}: {len(unknown)} clips of split {split!r} are not in {self.data_root}, e.g. "
+                f"{unknown[:3]}"
+            )
 
-        cache_params = {"dataset": self.name, "root": str(self.data_root), **self._extra_params(), **self.prep.to_dict()}
+        cache_params = {
+            "dataset": self.name,
+            "root": str(self.data_root),
+            **self._extra_params(),
+            **self.prep.to_dict(),
+        }
         self.cache_path = source_dir / f"clips-{params_hash(cache_params)}"
         self.cache_path.mkdir(parents=True, exist_ok=True)
         params_file = self.cache_path / "params.json"
@@ -282,7 +316,9 @@ class AVClipDataset(Dataset):
         """Parse the on-disk layout: class names and every clip, keyed by a unique key."""
         raise NotImplementedError
 
-    def _make_splits(self, records: Mapping[str, ClipRecord], mode: str, seed: int) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    def _make_splits(
+        self, records: Mapping[str, ClipRecord], mode: str, seed: int
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
         """Partition clip keys for ``mode``; also return extra facts to store in the split file."""
         raise NotImplementedError
 
@@ -292,7 +328,14 @@ class AVClipDataset(Dataset):
 
     # -- machinery ----------------------------------------------------------------------
 
-    def _resolve_split(self, records: Mapping[str, ClipRecord], mode: str, seed: int, split_file: str | os.PathLike | None, source_dir: Path) -> dict[str, Any]:
+    def _resolve_split(
+        self,
+        records: Mapping[str, ClipRecord],
+        mode: str,
+        seed: int,
+        split_file: str | os.PathLike | None,
+        source_dir: Path,
+    ) -> dict[str, Any]:
         if split_file is not None:
             self.split_path = Path(split_file)
             return read_split_file(self.split_path, self.name)
@@ -300,7 +343,15 @@ class AVClipDataset(Dataset):
         used_seed = seed if mode in self.seeded_modes else None
         suffix = f"-seed{seed}" if used_seed is not None else ""
         self.split_path = source_dir / f"split-{mode}{suffix}.json"
-        write_split_file(self.split_path, dataset=self.name, data_root=self.data_root, mode=mode, seed=used_seed, splits=splits, **info)
+        write_split_file(
+            self.split_path,
+            dataset=self.name,
+            data_root=self.data_root,
+            mode=mode,
+            seed=used_seed,
+            splits=splits,
+            **info,
+        )
         return read_split_file(self.split_path, self.name)
 
     def entry_path(self, record: ClipRecord) -> Path:
@@ -319,7 +370,12 @@ class AVClipDataset(Dataset):
 
     def _prepare(self, records: list[ClipRecord], workers: int, progress: bool) -> list[ClipRecord]:
         todo = list({self.entry_path(r): r for r in records if not self.entry_path(r).exists()}.values())
-        bar = tqdm(total=len(todo), desc=f"decoding {self.name} {self.split}", disable=not progress or len(todo) < 2, leave=False)
+        bar = tqdm(
+            total=len(todo),
+            desc=f"decoding {self.name} {self.split}",
+            disable=not progress or len(todo) < 2,
+            leave=False,
+        )
         failed: dict[Path, tuple[str, str]] = {}
         with bar, ThreadPoolExecutor(max(1, workers)) as pool:
             for record, reason in zip(todo, pool.map(self._build, todo)):

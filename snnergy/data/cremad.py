@@ -21,13 +21,33 @@ Split modes (``split_mode=``):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from snnergy.data.common import AVClipDataset, ClipRecord, fraction_split, require, require_all, warn
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-TEST_ACTORS = (1063, 1074, 1079, 1076, 1078, 1082, 1084, 1089, 1080, 1083, 1088, 1090, 1068, 1069, 1071, 1077, 1086, 1087)
+TEST_ACTORS = (
+    1063,
+    1074,
+    1079,
+    1076,
+    1078,
+    1082,
+    1084,
+    1089,
+    1080,
+    1083,
+    1088,
+    1090,
+    1068,
+    1069,
+    1071,
+    1077,
+    1086,
+    1087,
+)
 DEV_ACTORS = (1060, 1061, 1049, 1053, 1054, 1055, 1058, 1075, 1059, 1070, 1085, 1057, 1062, 1064, 1065, 1066, 1067)
 ACTOR_FRACTIONS = {"val": 17 / 91, "test": 18 / 91}
 CLIP_TEST_FRACTION = 744 / 7442
@@ -62,14 +82,21 @@ class CremaD(AVClipDataset):
         records = {}
         for wav in wavs:
             fields = parse_name(wav)
-            records[wav.stem] = ClipRecord(wav.stem, EMOTIONS.index(fields["emotion"]), wav, video_dir / f"{wav.stem}.flv")
+            records[wav.stem] = ClipRecord(
+                wav.stem, EMOTIONS.index(fields["emotion"]), wav, video_dir / f"{wav.stem}.flv"
+            )
         require_all([r.visual for r in records.values()], "CREMA-D videos (VideoFlash/<name>.flv for a wav)")
         unpaired = sorted({p.stem for p in video_dir.glob("*.flv")} - set(records))
         if unpaired:
-            warn(f"cremad: {len(unpaired)} videos in {video_dir} have no wav in {audio_dir} and are ignored, e.g. {unpaired[:3]}")
+            warn(
+                f"cremad: {len(unpaired)} videos in {video_dir} have no wav in {audio_dir} and are ignored, e.g. "
+                f"{unpaired[:3]}"
+            )
         return list(EMOTIONS), records
 
-    def _make_splits(self, records: Mapping[str, ClipRecord], mode: str, seed: int) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    def _make_splits(
+        self, records: Mapping[str, ClipRecord], mode: str, seed: int
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
         actors = sorted({actor_of(k) for k in records})
         if mode == "speaker-independent":
             held = {"val": set(DEV_ACTORS), "test": set(TEST_ACTORS)}

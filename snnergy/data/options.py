@@ -11,9 +11,15 @@ from snnergy.data.registry import DATASETS, DEFAULT_DATASET
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=DEFAULT_DATASET, choices=DATASETS, help="dataset (default: %(default)s, built offline)")
-    group.add_argument("--data-root", type=Path, help="directory holding a real dataset's own files (cremad, ave, us8k)")
-    group.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $SNNERGY_CACHE or ~/.cache/snnergy)")
+    group.add_argument(
+        "--dataset", default=DEFAULT_DATASET, choices=DATASETS, help="dataset (default: %(default)s, built offline)"
+    )
+    group.add_argument(
+        "--data-root", type=Path, help="directory holding a real dataset's own files (cremad, ave, us8k)"
+    )
+    group.add_argument(
+        "--cache-dir", type=Path, help="preprocessing cache (default: $SNNERGY_CACHE or ~/.cache/snnergy)"
+    )
     group.add_argument(
         "--split-mode",
         help="real datasets' split protocol, e.g. cremad: speaker-independent (default), actor-random, clip-random "

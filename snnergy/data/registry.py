@@ -50,7 +50,9 @@ def dataset_for_model(
     return make_dataset(name, split, model_config.image_size, model_config.time_steps, data_root, cache_dir, **options)
 
 
-def _real_dataset(name: str, split: str, image_size: int, time_steps: int, root: Path, cache_dir, **options: Any) -> Dataset:
+def _real_dataset(
+    name: str, split: str, image_size: int, time_steps: int, root: Path, cache_dir, **options: Any
+) -> Dataset:
     if name == "cremad":
         from snnergy.data.cremad import CremaD as loader
     elif name == "ave":

@@ -21,10 +21,20 @@ image is a still: it is the same frame at every time step.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from snnergy.data.common import IMAGE_SUFFIXES, AnnotationError, AVClipDataset, ClipRecord, require, require_all, stratified_split, warn
+from snnergy.data.common import (
+    IMAGE_SUFFIXES,
+    AnnotationError,
+    AVClipDataset,
+    ClipRecord,
+    require,
+    require_all,
+    stratified_split,
+    warn,
+)
 
 LAYOUTS = ("auto", "smmt", "metadata")
 FRACTIONS = {"val": 0.1, "test": 0.1}
@@ -50,7 +60,8 @@ class UrbanSound8KAV(AVClipDataset):
             self.layout = "smmt" if (self.data_root / SMMT_VISION).is_dir() else "metadata"
             if self.layout == "metadata" and not (self.data_root / "metadata").is_dir():
                 raise FileNotFoundError(
-                    f"UrbanSound8K-AV layout not found in {self.data_root}: expected {self.data_root / SMMT_VISION} (SMMT release) "
+                    f"UrbanSound8K-AV layout not found in {self.data_root}: expected "
+                    f"{self.data_root / SMMT_VISION} (SMMT release) "
                     f"or {self.data_root / 'metadata' / 'UrbanSound8K.csv'} (metadata layout)"
                 )
         return self._scan_smmt() if self.layout == "smmt" else self._scan_metadata()
@@ -63,13 +74,22 @@ class UrbanSound8KAV(AVClipDataset):
             raise FileNotFoundError(f"no class folders in {vision}")
         records = {}
         for label, cls in enumerate(classes):
-            for image in sorted(p for p in (vision / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")):
+            for image in sorted(
+                p for p in (vision / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            ):
                 key = f"{cls}/{image.stem}"
                 records[key] = ClipRecord(key, label, sound / cls / f"{image.stem}.wav", image)
-        require_all([r.audio for r in records.values()], f"UrbanSound8K-AV sounds ({SMMT_SOUND}/<class>/<id>.wav for an image)")
-        unpaired = sorted(f"{p.parent.name}/{p.stem}" for p in sound.glob("*/*.wav") if f"{p.parent.name}/{p.stem}" not in records)
+        require_all(
+            [r.audio for r in records.values()], f"UrbanSound8K-AV sounds ({SMMT_SOUND}/<class>/<id>.wav for an image)"
+        )
+        unpaired = sorted(
+            f"{p.parent.name}/{p.stem}" for p in sound.glob("*/*.wav") if f"{p.parent.name}/{p.stem}" not in records
+        )
         if unpaired:
-            warn(f"us8k: {len(unpaired)} sounds in {sound} have no image in {vision} and are ignored, e.g. {unpaired[:3]}")
+            warn(
+                f"us8k: {len(unpaired)} sounds in {sound} have no image in {vision} and are ignored, e.g. "
+                f"{unpaired[:3]}"
+            )
         return classes, records
 
     def _scan_metadata(self) -> tuple[list[str], dict[str, ClipRecord]]:
@@ -96,7 +116,9 @@ class UrbanSound8KAV(AVClipDataset):
                 if not name.lower().endswith(".wav") or not cls:
                     raise AnnotationError(table, line_no, f"bad slice_file_name {name!r} or class {cls!r}")
                 if names.setdefault(class_id, cls) != cls:
-                    raise AnnotationError(table, line_no, f"classID {class_id} is {cls!r} here but {names[class_id]!r} earlier")
+                    raise AnnotationError(
+                        table, line_no, f"classID {class_id} is {cls!r} here but {names[class_id]!r} earlier"
+                    )
                 if Path(name).stem in seen:
                     raise AnnotationError(table, line_no, f"slice_file_name {name!r} is listed twice")
                 seen.add(Path(name).stem)
@@ -110,15 +132,22 @@ class UrbanSound8KAV(AVClipDataset):
         records = {}
         for name, fold, class_id in rows:
             stem = Path(name).stem
-            records[stem] = ClipRecord(stem, ids.index(class_id), audio_root / f"fold{fold}" / name, image_root / f"{stem}.jpg")
+            records[stem] = ClipRecord(
+                stem, ids.index(class_id), audio_root / f"fold{fold}" / name, image_root / f"{stem}.jpg"
+            )
         require_all([r.audio for r in records.values()], "UrbanSound8K sounds (audio/fold<fold>/<slice_file_name>)")
         require_all([r.visual for r in records.values()], "UrbanSound8K-AV images (images/<slice stem>.jpg)")
         return [names[i] for i in ids], records
 
-    def _make_splits(self, records: Mapping[str, ClipRecord], mode: str, seed: int) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    def _make_splits(
+        self, records: Mapping[str, ClipRecord], mode: str, seed: int
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
         by_class: dict[int, list[str]] = {}
         for key, record in records.items():
             by_class.setdefault(record.label, []).append(key)
         splits = stratified_split(by_class, seed, FRACTIONS)
-        per_class = {s: {self.class_names[c]: sum(records[k].label == c for k in keys) for c in sorted(by_class)} for s, keys in splits.items()}
+        per_class = {
+            s: {self.class_names[c]: sum(records[k].label == c for k in keys) for c in sorted(by_class)}
+            for s, keys in splits.items()
+        }
         return splits, {"layout": self.layout, "fractions": {"train": 0.8, **FRACTIONS}, "per_class": per_class}

@@ -56,7 +56,9 @@ class CrossModalBlock(nn.Module):
         self.attn = nn.ModuleDict({m: attention(dim, config) for m in self.modalities})
         self.mlp = nn.ModuleDict({m: SpikingMLP(dim, config) for m in self.modalities})
         if kind == "cmqka":
-            self.alpha = nn.ParameterDict({m: nn.Parameter(torch.tensor(float(config.alpha_init))) for m in self.modalities})
+            self.alpha = nn.ParameterDict(
+                {m: nn.Parameter(torch.tensor(float(config.alpha_init))) for m in self.modalities}
+            )
         else:
             self.alpha = None
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 
-from torch import Tensor, nn
 from spikingjelly.activation_based import layer
+from torch import Tensor, nn
 
 from snnergy.config import NeuronConfig
 from snnergy.layers.projection import ConvBN2d
