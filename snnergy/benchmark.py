@@ -65,11 +65,11 @@ def entry_config(entry: Entry, size: str | None):
 
 def run_entry(entry: Entry, seed: int, args: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train, evaluate and measure one entry with one seed (or read its finished result)."""
-    from energy.commands import energy_report
     from snnergy.checkpoint import load_checkpoint
     from snnergy.data.registry import dataset_for_model
     from snnergy.devices import resolve_device
     from snnergy.evaluate import evaluate
+    from snnergy.measure import energy_report
     from snnergy.model import count_parameters
     from snnergy.recipe import load_train_preset
     from snnergy.train import train_on_dataset

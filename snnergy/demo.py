@@ -65,9 +65,9 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
         f"video only {accuracies['video']:.3f}  (report: {out_dir / 'eval-test.json'}, {out_dir / 'eval-test.png'})"
     )
 
-    from energy.commands import energy_report
     from energy.complexity import format_table5, stage_complexities
     from energy.report import EnergyReport, format_terminal
+    from snnergy.measure import energy_report
 
     print(f"[3/5] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
     energy = energy_report(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.cli import main as export_main
 from snnergy.checkpoint import CheckpointError, load_checkpoint
+from snnergy.cli import export_main
 from snnergy.cli import main as snnergy_main
 
 

@@ -10,9 +10,10 @@ import torch
 from test_energy import tiny_model
 from torch.utils.data import Dataset
 
-from energy.commands import add_energy_commands, energy_report, firing_rate_table
 from energy.report import EnergyReport, format_markdown, format_terminal, read_report
 from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.cli.energy import add_energy_commands
+from snnergy.measure import energy_report, firing_rate_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,10 +8,10 @@ import nir
 import numpy as np
 import pytest
 
-from export.cli import main as export_main
 from export.lava_package import write_lava_package
 from export.package_format import read_manifest
 from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.cli import export_main
 from snnergy.config import load_preset
 from snnergy.model import build_model
 

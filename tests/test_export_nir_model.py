@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from spikingjelly.activation_based import neuron
 
-from export.cli import main as export_main
 from export.nir_model import build_nir_graph, export_nir
 from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.cli import export_main
 from snnergy.config import load_preset
 from snnergy.model import build_model
 

@@ -11,7 +11,6 @@ import torch
 from spikingjelly.activation_based import neuron
 from torch import nn
 
-from export.cli import main as export_main
 from export.onnx_target import (
     UnsupportedModuleError,
     check_supported,
@@ -21,6 +20,7 @@ from export.onnx_target import (
     unrolled_copy,
 )
 from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.cli import export_main
 from snnergy.config import load_preset
 from snnergy.model import build_model
 

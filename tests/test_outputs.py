@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from export.cli import main as export_main
 from snnergy.checkpoint import from_model, load_checkpoint, save_checkpoint
+from snnergy.cli import export_main
 from snnergy.cli import main as snnergy_main
 from snnergy.config import load_preset
 from snnergy.model import build_model

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from snnergy.atomic import atomic_write_text
+from snnergy.cli.data import add_data_arguments, dataset_options
 from snnergy.config import ATTENTION_LAYOUTS, CMQKA_PATHWAYS, load_preset, preset_names
-from snnergy.data.options import add_data_arguments, dataset_options
 from snnergy.devices import DEVICES
 from snnergy.errors import run_reporting_errors
 from snnergy.outputs import check_output
@@ -460,11 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--limit-train-batches", type=int, help="batches per epoch (smoke runs)")
     benchmark.set_defaults(func=cmd_benchmark)
 
-    from energy.commands import add_energy_commands
+    from snnergy.cli.energy import add_energy_commands
 
     add_energy_commands(sub)
 
-    from export.cli import add_export_arguments, run_export
+    from snnergy.cli.export import add_export_arguments, run_export
 
     export = sub.add_parser("export", help="export a checkpoint to NIR, Lava or ONNX (same as snnergy-export)")
     add_export_arguments(export)
