@@ -64,30 +64,52 @@ def _frames(fn, x: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, x.shape[:2])
 
 
-def _tensor(array) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+def synaptic(node: nir.NIRNode, frames: torch.Tensor) -> torch.Tensor:
+    """A synaptic NIR node applied to a batch of frames ``[B, ...]``, in the frames' dtype.
+
+    The one implementation of these nodes' semantics: the reference executor runs it frame
+    by frame, the Lava runtime's cores run it on their lanes every step (in float64 on the
+    integer weights of fixed point, where every sum is exact)."""
+
+    def param(array) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(array)).to(frames.dtype)
+
+    if isinstance(node, nir.Conv2d):
+        stride, padding, dilation = (
+            tuple(int(v) for v in np.broadcast_to(getattr(node, key), 2)) for key in ("stride", "padding", "dilation")
+        )
+        bias = param(node.bias) if node.bias is not None and np.any(node.bias) else None
+        return F.conv2d(frames, param(node.weight), bias, stride, padding, dilation, int(node.groups))
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        kernel, stride = tuple(int(k) for k in node.kernel_size), tuple(int(s) for s in node.stride)
+        pooled = F.avg_pool2d(frames, kernel, stride)
+        return pooled * (kernel[0] * kernel[1]) if isinstance(node, nir.SumPool2d) else pooled
+    if isinstance(node, nir.Flatten):
+        return frames.flatten(1 + int(node.start_dim))
+    if isinstance(node, nir.Affine):
+        return frames @ param(node.weight).T + param(node.bias)
+    raise ValueError(f"no reference semantics for NIR node type {type(node).__name__}")
 
 
 def _synaptic(node: nir.NIRNode, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(node, nir.Conv2d):
-        weight, bias = _tensor(node.weight), _tensor(node.bias)
-        return _frames(
-            lambda f: F.conv2d(
-                f, weight, bias, tuple(node.stride), tuple(node.padding), tuple(node.dilation), node.groups
-            ),
-            x,
-        )
-    if isinstance(node, nir.SumPool2d):
-        kernel, stride = tuple(int(k) for k in node.kernel_size), tuple(int(s) for s in node.stride)
-        return _frames(lambda f: F.avg_pool2d(f, kernel, stride) * (kernel[0] * kernel[1]), x)
-    if isinstance(node, nir.AvgPool2d):
-        kernel, stride = tuple(int(k) for k in node.kernel_size), tuple(int(s) for s in node.stride)
-        return _frames(lambda f: F.avg_pool2d(f, kernel, stride), x)
-    if isinstance(node, nir.Flatten):
-        return x.flatten(2 + node.start_dim)
-    if isinstance(node, nir.Affine):
-        return x @ _tensor(node.weight).T + _tensor(node.bias)
-    raise ValueError(f"no reference semantics for NIR node type {type(node).__name__}")
+    return _frames(lambda frames: synaptic(node, frames), x)
+
+
+def ssa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float = 1.0) -> torch.Tensor:
+    """``scale * (Q K^T) V`` per head over the token grid, on ``[..., C, H, W]`` (any leading
+    axes): the ``ssa_attention`` extension, shared by the reference executor and the Lava
+    runtime. The model's ``CrossModalSSA`` computes the same on its token layout; it stays
+    its own because the model package may not import export, and the parity tests hold the
+    two together."""
+    channels = q.shape[-3]
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # [..., C, H, W] -> [..., heads, N, C/heads]
+        return x.flatten(-2).unflatten(-2, (heads, channels // heads)).transpose(-1, -2)
+
+    attended = (split(q) @ split(k).transpose(-1, -2)) @ split(v)
+    if scale != 1.0:
+        attended = attended * scale
+    return attended.transpose(-1, -2).flatten(-3, -2).unflatten(-1, q.shape[-2:])
 
 
 def delay_steps(node: nir.Delay, dt: float) -> int:
@@ -114,14 +136,6 @@ def _lif(node: nir.LIF, x: torch.Tensor, dt: float) -> torch.Tensor:
     return torch.stack(spikes)
 
 
-def _ssa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
-    def split(x: torch.Tensor) -> torch.Tensor:  # [T,B,C,H,W] -> [T,B,heads,N,C/heads]
-        return x.flatten(3).unflatten(2, (heads, x.shape[2] // heads)).transpose(-1, -2)
-
-    attended = (split(q) @ split(k).transpose(-1, -2)) @ split(v) * scale
-    return attended.transpose(-1, -2).flatten(2, 3).unflatten(3, q.shape[3:])
-
-
 def _extension(node: nir.NIRGraph, name: str, sources: dict[str, torch.Tensor]) -> torch.Tensor:
     op = node.metadata["snnergy_op"]
     names = node.metadata.get("operands", list(sources))
@@ -135,7 +149,7 @@ def _extension(node: nir.NIRGraph, name: str, sources: dict[str, torch.Tensor]) 
     if op == "product":
         return operands[0] * float(node.metadata.get("scale", 1.0)) * operands[1]
     if op == "ssa_attention":
-        return _ssa(*operands, int(node.metadata["heads"]), float(node.metadata["scale"]))
+        return ssa_attention(*operands, int(node.metadata["heads"]), float(node.metadata["scale"]))
     raise ValueError(f"node {name!r}: unknown extension operation {op!r}")
 
 

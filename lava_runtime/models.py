@@ -19,8 +19,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
-from torch.nn import functional as F
 
+from export.nir_reference import ssa_attention, synaptic
 from export.package_format import FRAC_BITS, to_fixed
 from lava_runtime.processes import (
     MAX_INPUTS,
@@ -40,19 +40,12 @@ ONE = 1 << FRAC_BITS
 
 
 def apply_ops(ops: list[tuple[str, dict[str, Any]]], x: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-    """Run a synapse chain on ``[lanes, ...]``; integer chains compute exactly in float64."""
+    """Run a synapse chain on ``[lanes, ...]``: NIR synaptic nodes as the reference executor
+    runs them, then the neuron's input scaling; integer chains compute exactly in float64."""
     t = torch.from_numpy(np.asarray(x)).to(dtype)
     for kind, p in ops:
-        if kind == "conv2d":
-            t = F.conv2d(t, p["weight"], p.get("bias"), p["stride"], p["padding"], p["dilation"], p["groups"])
-        elif kind == "sumpool":
-            t = F.avg_pool2d(t, p["kernel"], p["stride"]) * (p["kernel"][0] * p["kernel"][1])
-        elif kind == "avgpool":
-            t = F.avg_pool2d(t, p["kernel"], p["stride"])
-        elif kind == "flatten":
-            t = t.flatten(1 + p["start_dim"])
-        elif kind == "affine":
-            t = t @ p["weight"].T + p["bias"]
+        if kind == "synapse":
+            t = synaptic(p["node"], t)
         elif kind == "scale":
             t = t * p["factor"]
         elif kind == "shift":  # integer >> bits, rounding to nearest
@@ -217,16 +210,9 @@ class PyProductFixed(_Base):
 
 
 def ssa_values(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
-    """``(Q K^T) V`` per head on ``[lanes, C, H, W]`` (integer counts for binary inputs)."""
-    lanes, channels = q.shape[:2]
-
-    def split(x: np.ndarray) -> torch.Tensor:  # -> [lanes, heads, N, C/heads]
-        return (
-            torch.from_numpy(np.asarray(x, np.float64)).reshape(lanes, heads, channels // heads, -1).transpose(-1, -2)
-        )
-
-    out = (split(q) @ split(k).transpose(-1, -2)) @ split(v)
-    return out.transpose(-1, -2).reshape(q.shape).numpy()
+    """``(Q K^T) V`` per head on ``[lanes, C, H, W]`` in float64 (integer counts for binary inputs)."""
+    operands = [torch.from_numpy(np.asarray(x, np.float64)) for x in (q, k, v)]
+    return ssa_attention(*operands, heads).numpy()
 
 
 @_model(SSAAttention, "floating_pt")

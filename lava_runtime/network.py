@@ -8,6 +8,7 @@ limit, ``lava_runtime.guard``) returns nothing but timings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -127,48 +128,19 @@ class _Builder:
 
     # ----------------------------------------------------------------- synapse operations
     def _op(self, name: str, target: str | None) -> list[tuple[str, dict[str, Any]]]:
-        torch, node = self.torch, self.graph.nodes[name]
-        fixed = self.mode == "fixed" and target is not None
-        if isinstance(node, nir.Conv2d):
-            if fixed:
-                weight = torch.from_numpy(
-                    self.package.fixed[synapse_key(target, name, "weight_mant")].astype(np.float64)
-                )
-                bias = None
-            else:
-                weight = torch.from_numpy(np.asarray(node.weight, np.float32))
-                bias = torch.from_numpy(np.asarray(node.bias, np.float32))
-            params = dict(weight=weight, bias=bias, groups=int(node.groups))
-            params.update(
-                {
-                    k: tuple(int(v) for v in np.broadcast_to(getattr(node, k), 2))
-                    for k in ("stride", "padding", "dilation")
-                }
-            )
-            return [("conv2d", params)]
-        if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-            kind = "sumpool" if isinstance(node, nir.SumPool2d) else "avgpool"
-            return [
-                (
-                    kind,
-                    {"kernel": tuple(int(k) for k in node.kernel_size), "stride": tuple(int(s) for s in node.stride)},
-                )
-            ]
-        if isinstance(node, nir.Flatten):
-            return [("flatten", {"start_dim": int(node.start_dim)})]
-        if isinstance(node, nir.Affine):
-            if fixed:
+        """The synaptic node ``name`` as a chain step (``export.nir_reference.synaptic`` runs it);
+        in fixed point, a conv into LIF ``target`` with its integer weights and no bias (the
+        bias is the neuron's)."""
+        node = self.graph.nodes[name]
+        if not isinstance(node, (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)):
+            raise ValueError(f"{name}: not a synaptic node")
+        if self.mode == "fixed" and target is not None:
+            if isinstance(node, nir.Affine):
                 raise ValueError(f"{name}: fixed-point Affine into a neuron is not supported")
-            return [
-                (
-                    "affine",
-                    {
-                        "weight": torch.from_numpy(np.asarray(node.weight, np.float32)),
-                        "bias": torch.from_numpy(np.asarray(node.bias, np.float32)),
-                    },
-                )
-            ]
-        raise ValueError(f"{name}: not a synaptic node")
+            if isinstance(node, nir.Conv2d):
+                weight = self.package.fixed[synapse_key(target, name, "weight_mant")].astype(np.float64)
+                node = dataclasses.replace(node, weight=weight, bias=np.zeros(weight.shape[0]))
+        return [("synapse", {"node": node})]
 
     def _into_neuron(self, target: str, source_kind: str, last_node: str | None) -> list[tuple[str, dict[str, Any]]]:
         """Scaling of the input of LIF ``target``: 1/tau in float; the integer weight, and the
