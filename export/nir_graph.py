@@ -12,6 +12,9 @@ Conventions, shared by every NIR node this module writes:
 * max-pool of spikes = logical OR = ``SumPool2d`` into a memoryless threshold unit. NIR's
   ``Threshold`` is that unit, but norse cannot run it, so we write the equivalent LIF with
   ``tau_c = dt`` (its membrane equals its input every step) and threshold 0.5.
+* thresholds: NIR's LIF fires on ``v > v_threshold``, SpikingJelly's on ``v >= threshold``;
+  every threshold is written as the float32 just below the model's (``nir_threshold``), so a
+  stock consumer's ``>`` fires exactly where the model's ``>=`` does, ties included.
 * several edges into one node are summed (NIR semantics): the SPDS branch sum is two
   edges into the output LIF.
 """
@@ -76,6 +79,13 @@ def conv_node(
     return node, (weight.shape[0], height, width)
 
 
+def nir_threshold(threshold: float) -> np.float32:
+    """The threshold under which NIR's ``v > v_threshold`` fires exactly when SpikingJelly's
+    ``v >= threshold`` does: the float32 just below it (no float32 lies between the two, so
+    for float32 membranes the two comparisons agree everywhere, ties included)."""
+    return np.nextafter(np.float32(threshold), np.float32(-np.inf))
+
+
 def lif_node(lif: neuron.LIFNode, shape: tuple[int, ...], dt: float = DT) -> nir.LIF:
     """NIR LIF reproducing a SpikingJelly hard-reset, decay-input LIF under Euler steps of ``dt``."""
     if not lif.decay_input or lif.v_reset is None:
@@ -85,7 +95,7 @@ def lif_node(lif: neuron.LIFNode, shape: tuple[int, ...], dt: float = DT) -> nir
         tau=full(lif.tau * dt),
         r=full(1.0),
         v_leak=full(lif.v_reset),
-        v_threshold=full(lif.v_threshold),
+        v_threshold=full(nir_threshold(lif.v_threshold)),
         v_reset=full(lif.v_reset),
     )
 
@@ -97,7 +107,7 @@ def spike_or_nodes(
     kernel, stride = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size)
     out_shape = (shape[0], shape[1] // stride[0], shape[2] // stride[1])
     full = lambda value: np.full(out_shape, value, dtype=np.float32)  # noqa: E731
-    gate = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(0.5), v_reset=full(0.0))
+    gate = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(nir_threshold(0.5)), v_reset=full(0.0))
     gate.metadata["snnergy_op"] = "spike_or"
     return (
         nir.SumPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array((0, 0))),
@@ -113,7 +123,9 @@ def _pair(value) -> tuple[int, int]:
 def memoryless_threshold(shape: tuple[int, ...], threshold: float, op: str, dt: float = DT) -> nir.LIF:
     """A threshold unit (output = input >= threshold, no memory) as a LIF with ``tau_c = dt``."""
     full = lambda value: np.full(shape, value, dtype=np.float32)  # noqa: E731
-    node = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(threshold), v_reset=full(0.0))
+    node = nir.LIF(
+        tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=full(nir_threshold(threshold)), v_reset=full(0.0)
+    )
     node.metadata["snnergy_op"] = op
     return node
 

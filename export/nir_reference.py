@@ -34,7 +34,7 @@ class NIRLIF(torch.nn.Module):
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         v = self.v_reset.expand_as(x) if state is None else state
         v = v + self.dt / self.tau * ((self.v_leak - v) + self.r * x)
-        spikes = (v >= self.v_threshold).to(x.dtype)
+        spikes = (v > self.v_threshold).to(x.dtype)  # NIR's semantics (the export shifts thresholds)
         return spikes, spikes * self.v_reset + (1 - spikes) * v
 
 

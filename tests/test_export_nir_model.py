@@ -50,6 +50,8 @@ def test_every_spiking_neuron_of_the_model_is_a_nir_lif():
     assert len(nir_lifs) == len(model_lifs)
     thresholds = sorted({float(np.asarray(n.v_threshold).flat[0]) for n in nir_lifs})
     assert thresholds == pytest.approx([0.6, 1.0])  # attention masks keep their own threshold
+    # written just below, so NIR's v > vth fires where SpikingJelly's v >= vth does
+    assert thresholds[1] < 1.0 and np.nextafter(np.float32(thresholds[1]), np.float32(2)) == np.float32(1.0)
     lif = graph.nodes["stem.audio.out_lif"]
     assert (
         np.allclose(lif.tau, 2.0 * graph.metadata["dt"]) and np.allclose(lif.r, 1.0) and np.allclose(lif.v_reset, 0.0)

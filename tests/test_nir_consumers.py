@@ -13,11 +13,13 @@ import nir
 import numpy as np
 import pytest
 import torch
+from spikingjelly.activation_based import neuron
 
-from export.nir_graph import fold_conv_bn
+from export.nir_graph import fold_conv_bn, lif_node
 from export.nir_model import build_nir_graph
 from export.nir_reference import run_graph
 from export.nir_subgraph import cut, nirtorch_module, norse_module, run_frames
+from export.package_format import DT
 from snnergy.checkpoint import from_model
 from snnergy.config import load_preset
 from snnergy.model import build_model
@@ -114,3 +116,36 @@ def test_nirtorch_runs_a_whole_spds_block_with_its_branch_sum(whole):
 def test_consumers_run_a_spiking_mlp_layer_like_the_reference(whole, consumer):
     got, expected = run_part(whole, ["stage1.0.audio.mlp.fc2", "stage1.0.audio.mlp.lif2"], consumer)
     assert agreement(got, expected) >= 0.9999
+
+
+def test_thresholds_make_nir_greater_than_fire_where_spikingjelly_greater_or_equal_does():
+    """Input 2.0 puts a tau=2 membrane exactly on its threshold 1.0 after one step: SpikingJelly
+    fires (v >= vth). NIR consumers compare v > vth; the exported threshold (the float32 just
+    below 1.0) makes them fire too, and with the model's own threshold they would not."""
+    lif = neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, step_mode="m")
+    frames = torch.tensor([2.0, 1.98, 2.02, 1.0, 2.0 - 1e-6, 1.5]).repeat(4, 1, 1)  # [T, B, N]
+    with torch.no_grad():
+        expected = lif(frames)
+    assert expected[0, 0, 0] == 1.0  # the tie fires in the model
+
+    def graph_with(node: nir.LIF) -> nir.NIRGraph:
+        nodes = {
+            "input": nir.Input(input_type=np.array([6])),
+            "lif": node,
+            "output": nir.Output(output_type=np.array([6])),
+        }
+        return nir.NIRGraph(nodes=nodes, edges=[("input", "lif"), ("lif", "output")], metadata={"dt": DT})
+
+    graph = graph_with(lif_node(lif, (6,)))
+    with torch.no_grad():
+        runs = {"reference": run_graph(graph, {"input": frames})["lif"]}
+        runs |= {
+            name: run_frames(make(graph), frames)
+            for name, make in (("norse", norse_module), ("nirtorch", nirtorch_module))
+        }
+    for name, got in runs.items():
+        assert torch.equal(got, expected), name
+    unshifted = lif_node(lif, (6,))
+    unshifted.v_threshold[:] = 1.0
+    with torch.no_grad():
+        assert run_frames(norse_module(graph_with(unshifted)), frames)[0, 0, 0] == 0.0  # the tie lost
