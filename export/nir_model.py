@@ -196,7 +196,10 @@ class GraphBuilder:
         return updated
 
     def head(self, model: SNNergy, streams: dict[str, Stream], shape: Shape) -> str:
-        """Mean over tokens per modality (AvgPool2d), flatten, the linear head split by modality."""
+        """Mean over tokens per modality (AvgPool2d to ``[C, 1, 1]``), the linear head split by
+        modality as 1x1 convolutions (``[K, 1, 1]``). No ``Flatten``: stock consumers turn
+        NIR's per-sample ``Flatten(start_dim=0)`` into ``torch.nn.Flatten(0)``, which flattens
+        the batch too; a 1x1 convolution means the same thing batched or not."""
         channels = shape[0]
         weight = model.head.weight.detach().numpy().astype(np.float32)
         bias = model.head.bias.detach().numpy().astype(np.float32)
@@ -210,20 +213,26 @@ class GraphBuilder:
                     ),
                     *(source for source, s in streams[m] if s == scale),
                 )
-                flat = self.add(
-                    f"head.{m}.flatten@scale{group}",
-                    nir.Flatten(input_type={"input": np.array((channels, 1, 1))}, start_dim=0),
-                    pool,
-                )
                 w = weight[:, index * channels : (index + 1) * channels] * np.float32(scale)
                 b = bias if (index == 0 and group == 0) else np.zeros_like(bias)
-                parts.append(
-                    self.add(f"head.{m}.linear@scale{group}", nir.Affine(weight=w.astype(np.float32), bias=b), flat)
-                )
+                parts.append(self.add(f"head.{m}.linear@scale{group}", _conv1x1(w, b), pool))
         logits = weight.shape[0]
-        identity = nir.Affine(weight=np.eye(logits, dtype=np.float32), bias=np.zeros(logits, np.float32))
+        identity = _conv1x1(np.eye(logits, dtype=np.float32), np.zeros(logits, np.float32))
         summed = self.add("head.logits_per_step", identity, *parts)
-        return self.add("head.readout", extension("time_mean", (logits,)), summed)
+        return self.add("head.readout", extension("time_mean", (logits, 1, 1)), summed)
+
+
+def _conv1x1(weight: np.ndarray, bias: np.ndarray) -> nir.Conv2d:
+    """A linear map ``[C_in] -> [C_out]`` on ``[C_in, 1, 1]`` as a 1x1 convolution."""
+    return nir.Conv2d(
+        input_shape=(1, 1),
+        weight=weight.astype(np.float32)[:, :, None, None],
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=bias.astype(np.float32),
+    )
 
 
 def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
@@ -252,7 +261,7 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
         for b, block in enumerate(blocks):
             streams = builder.block(block, streams, shapes["audio"], f"stage{index + 1}.{b}")
     readout = builder.head(model, streams, shapes["audio"])
-    builder.add("output", nir.Output(output_type=np.array((config.num_classes,))), readout)
+    builder.add("output", nir.Output(output_type=np.array((config.num_classes, 1, 1))), readout)
     return nir.NIRGraph(
         nodes=builder.nodes,
         edges=builder.edges,

@@ -185,4 +185,4 @@ def run_graph(graph: nir.NIRGraph, inputs: dict[str, torch.Tensor]) -> dict[str,
 def logits(graph: nir.NIRGraph, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     """Model-style call: ``[B, T, ...]`` inputs -> ``[B, classes]`` (the readout is a mean over T)."""
     values = run_graph(graph, {"input.audio": audio.transpose(0, 1), "input.video": video.transpose(0, 1)})
-    return values["output"][-1]
+    return values["output"][-1].flatten(1)  # the graph's logits are [classes, 1, 1] per sample

@@ -37,7 +37,7 @@ def test_round_trip_through_stock_nir_read(tmp_path, overrides):
     assert sorted(map(tuple, loaded.edges)) == sorted(graph.edges)
     assert set(loaded.input_type) == {"input.audio", "input.video"}
     assert list(loaded.input_type["input.video"]) == [3, 16, 16]
-    assert list(loaded.output_type["output"]) == [3]
+    assert list(loaded.output_type["output"]) == [3, 1, 1]  # logits per sample, no Flatten
     assert loaded.metadata["time_steps"] == 2
 
 

@@ -149,3 +149,13 @@ def test_thresholds_make_nir_greater_than_fire_where_spikingjelly_greater_or_equ
     unshifted.v_threshold[:] = 1.0
     with torch.no_grad():
         assert run_frames(norse_module(graph_with(unshifted)), frames)[0, 0, 0] == 0.0  # the tie lost
+
+
+@pytest.mark.parametrize("consumer", [norse_module, nirtorch_module], ids=["norse", "nirtorch"])
+def test_the_head_runs_batched_in_stock_consumers(whole, consumer):
+    """The head is 1x1 convolutions on ``[C, 1, 1]`` (no ``Flatten``, which consumers turn into
+    ``torch.nn.Flatten(0)`` and which then flattens the batch): two samples at once work."""
+    assert not any(isinstance(node, nir.Flatten) for node in whole["graph"].nodes.values())
+    got, expected = run_part(whole, ["head.audio.linear@scale0"], consumer)
+    assert got.shape == expected.shape and got.shape[1] == 2  # [T, batch, K, 1, 1]
+    assert torch.allclose(got, expected, atol=1e-5)
