@@ -44,29 +44,23 @@ def _group(pgid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def running_simulation(tmp_path: Path, cache: Path, timeout: int) -> Iterator[dict]:
-    """`snnergy simulate` of a micro package in a subprocess, yielded once Lava's workers run
-    (``run["group"]``: the Lava process group); afterwards nothing of it is left running."""
+def running_simulation(tmp_path: Path, cache: Path, timeout: int, benchmark: bool = False) -> Iterator[dict]:
+    """`snnergy simulate` of a micro package (or ``benchmarks/lava_speed.py`` on its
+    checkpoint) in a subprocess, yielded once Lava's workers run (``run["group"]``: the Lava
+    process group); afterwards nothing of it is left running."""
     model = build_model(load_preset("tiny", **MICRO), seed=0)
     checkpoint = save_checkpoint(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.pt")
     write_lava_package(from_model(model, [str(i) for i in range(10)]), tmp_path / "m.lava", source=checkpoint)
     run = {"group": None}
-    command = [
-        sys.executable,
-        "-m",
-        "snnergy.cli",
-        "simulate",
-        str(tmp_path / "m.lava"),
-        "--cache-dir",
-        str(cache),
-        "--samples",
-        "400",
-        "--lanes",
-        "1",
-        "--timeout",
-        str(timeout),
-    ]
-    run["proc"] = proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if benchmark:
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / "lava_speed.py"
+        command = [sys.executable, str(script), str(checkpoint), "--samples", "400", "--lanes", "1"]
+        command += ["--repeats", "1", "--groupings", "block"]
+    else:
+        command = [sys.executable, "-m", "snnergy.cli", "simulate", str(tmp_path / "m.lava"), "--cache-dir", str(cache)]
+        command += ["--samples", "400", "--lanes", "1", "--timeout", str(timeout)]
+    env = {**os.environ, "SNNERGY_CACHE": str(cache)}  # the benchmark reads avdigits from the default cache
+    run["proc"] = proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 90
         while time.time() < deadline and run["group"] is None:  # wait until Lava's workers run
@@ -106,6 +100,16 @@ def test_a_stop_signal_leaves_no_lava_process_and_no_shared_memory(tmp_path, avd
         _, err = run["proc"].communicate(timeout=60)
     assert run["proc"].returncode == 128 + stop, err
     assert f"stopped by {signal.Signals(stop).name}" in err and "Traceback" not in err, err
+    assert_nothing_left(run, segments)
+
+
+def test_a_stop_signal_to_the_lava_benchmark_cleans_up_the_same_way(tmp_path, avdigits_cache):
+    with running_simulation(tmp_path, avdigits_cache, timeout=120, benchmark=True) as run:
+        segments = shared_memory_of(run["group"])
+        run["proc"].send_signal(signal.SIGTERM)
+        _, err = run["proc"].communicate(timeout=60)
+    assert run["proc"].returncode == 128 + signal.SIGTERM, err
+    assert "lava_speed: error: stopped by SIGTERM" in err and "Traceback" not in err, err
     assert_nothing_left(run, segments)
 
 
