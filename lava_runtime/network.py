@@ -109,12 +109,9 @@ def _origin(plan: NetworkPlan, name: str) -> ProcessPlan:
 
 
 class _Builder:
-    """Creates the Lava processes of a plan (runs inside the Lava child)."""
+    """The process specs of a plan and the Lava clusters that run them (inside the Lava child)."""
 
     def __init__(self, package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path):
-        import torch
-
-        self.torch = torch
         self.package, self.plan, self.mode, self.lanes, self.steps, self.workdir = (
             package,
             plan,

@@ -3,7 +3,9 @@
 Every process carries a leading *lane* axis (one lane per sample of a batch, see
 ``lava_runtime.plan``). Neurons are Lava's own ``LIFReset`` (its Vars and dynamics), which
 ``NeuroCore`` extends with the synapses of its inputs and a spike recorder (a file of
-bit-packed spikes the parent reads after the run). The process models live in ``lava_runtime.models``.
+bit-packed spikes the parent reads after the run). The process models live in
+``lava_runtime.models``. Lava itself schedules only ``Cluster`` processes, each running one
+or more of the others as members (``snnergy simulate --grouping``).
 """
 
 from __future__ import annotations
