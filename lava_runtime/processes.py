@@ -151,9 +151,6 @@ class NeuroCore(LIFReset):
             setattr(self, f"in{index}", InPort(shape=in_shapes[index] if index < len(in_shapes) else (1,)))
 
 
-MAX_CLUSTER_PORTS = 16
-
-
 class Cluster(AbstractProcess):
     """Several of the processes above run by one Lava process (one OS process).
 
@@ -179,11 +176,6 @@ class Cluster(AbstractProcess):
         out_shapes: list[tuple[int, ...]],
         name: str | None = None,
     ):
-        if len(inputs) > MAX_CLUSTER_PORTS or len(outputs) > MAX_CLUSTER_PORTS:
-            raise ValueError(
-                f"cluster {name}: {len(inputs)} inputs and {len(outputs)} outputs; at most {MAX_CLUSTER_PORTS} "
-                "each (group it finer, --grouping population)"
-            )
         super().__init__(members=members, inputs=inputs, outputs=outputs, name=name)
         for index, shape in enumerate(in_shapes):  # exactly the ports it uses: each one costs compile time
             setattr(self, f"in{index}", InPort(shape=shape))
