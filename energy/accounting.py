@@ -1,7 +1,7 @@
 """Spike counts -> synaptic operations (SOPs) and MACs, per layer and per stage.
 
-Pure bookkeeping with no framework import, so PyTorch hooks today and a Lava simulation
-later feed the same structures:
+Pure bookkeeping with no framework import, so PyTorch hooks and the Lava simulation feed
+the same structures:
 
 * a ``NetworkDescription`` lists the neuron populations (every group of spiking units)
   and the synaptic layers, each layer naming the populations whose spikes arrive at it
@@ -9,7 +9,9 @@ later feed the same structures:
 * ``SpikeCounts`` holds the spikes each population emitted per timestep, summed over the
   samples that were run;
 * ``account`` combines the two: ``SOPs = sum over sources (spikes x fan-out)`` for layers
-  fed by spikes, ``MACs = dense ops`` for layers fed by real values.
+  fed by spikes, ``MACs = dense ops`` for layers fed by real values, under named
+  ``EnergyConventions`` (whether a layer whose input is the same at every timestep is
+  charged once or once per timestep).
 
 A layer reading a residual stream (a weighted sum of spike trains) lists every
 constituent spike train as a source: each spike of each constituent is one event that
@@ -22,6 +24,58 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "head")
+ONCE, PER_TIMESTEP = "once", "per-timestep"
+CHARGES = (ONCE, PER_TIMESTEP)
+
+
+@dataclass(frozen=True)
+class EnergyConventions:
+    """How often a layer whose input does not change over T is charged; stated in every report.
+
+    With direct (repeat) encoding an input modality shows the same frame at every timestep.
+    ``ann_static_input``: the ANN counterpart is then a function of that frame only, its
+    activations are identical at every step, and a real ANN runs it once (``once``, the
+    ANN reference of Spikformer, QKFormer and S-CMRL's energy sections: one dense pass,
+    FLOPs x E_MAC). ``snn_encoding_static_input``: the SNN's encoding layers (the real-valued
+    convolutions reading the analog frame) compute the same currents at every step, so
+    they can run once and feed the neurons a constant current (``once``, the ``E_MAC x
+    FL_conv1`` term of Spikformer / Spike-driven Transformer / QKFormer, not multiplied by
+    T). ``per-timestep`` charges both T times, as estimates that treat every step alike do.
+    A modality whose input does change over T (e.g. chunked audio) is charged per timestep
+    under either convention.
+    """
+
+    ann_static_input: str = ONCE
+    snn_encoding_static_input: str = ONCE
+
+    def __post_init__(self) -> None:
+        for name in ("ann_static_input", "snn_encoding_static_input"):
+            if getattr(self, name) not in CHARGES:
+                raise ValueError(f"{name} must be one of {CHARGES}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def named(cls, charge: str) -> EnergyConventions:
+        """Both choices set to ``once`` or ``per-timestep`` (the ``--static-input`` flag)."""
+        return cls(charge, charge)
+
+    def describe(self) -> dict[str, str]:
+        """The report's ``conventions`` field: each choice and what it means."""
+        return {
+            "ann_static_input": self.ann_static_input,
+            "snn_encoding_static_input": self.snn_encoding_static_input,
+            "ann_static_input_means": (
+                "ANN counterpart charged one dense pass per inference for layers whose inputs are constant over T "
+                "(Spikformer / QKFormer / S-CMRL: FLOPs x E_MAC)"
+                if self.ann_static_input == ONCE
+                else "ANN counterpart charged its dense ops at every timestep"
+            ),
+            "snn_encoding_static_input_means": (
+                "SNN encoding layers on a frame repeated over T charged once (Spikformer / Spike-driven Transformer "
+                "/ QKFormer: E_MAC x FL_conv1)"
+                if self.snn_encoding_static_input == ONCE
+                else "SNN encoding layers charged at every timestep"
+            ),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,6 +121,13 @@ class SynapticLayer:
     ``dense_ops`` is what the layer computes per sample and timestep on dense inputs (the
     ANN-equivalent MACs). A ``real_valued`` layer reads non-spike values (``reads`` says
     which) and costs ``dense_ops`` MACs; any other layer costs SOPs from its ``inputs``.
+    ``upstream`` names the input modalities whose data reach the layer (empty: unknown),
+    so the ANN equivalent knows when the layer's input is constant over T; ``stateless``
+    marks a real-valued layer with no neuron state between those inputs and itself (an SNN's
+    encoding layers, every layer of an ANN): its input is then constant over T too.
+    ``time_depth`` is the largest delay, in steps, on a path from the inputs (causal taps
+    over time): on a repeated frame the first ``time_depth`` steps still differ (a tap
+    reads zero before the first frame), so ``1 + time_depth`` steps are distinct.
     """
 
     name: str
@@ -77,8 +138,13 @@ class SynapticLayer:
     real_valued: bool = False
     modality: str | None = None
     reads: str = ""
+    upstream: tuple[str, ...] = ()
+    stateless: bool = False
+    time_depth: int = 0
 
     def __post_init__(self) -> None:
+        if self.stateless and not (self.real_valued and self.upstream):
+            raise ValueError(f"layer {self.name}: a stateless layer is real-valued and names the inputs it reads")
         if self.real_valued == bool(self.inputs):
             raise ValueError(f"layer {self.name}: a real-valued layer has no spike inputs, a spiking layer needs some")
 
@@ -93,6 +159,7 @@ class NetworkDescription:
     stages: tuple[str, ...] = STAGES
     stage_kinds: tuple[str, ...] = ()  # attention kind of stage1..stage3
     meta: dict = field(default_factory=dict)
+    spiking: bool = True  # False: an ANN (its real-valued layers follow the ANN convention)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.populations]
@@ -129,11 +196,16 @@ class NetworkDescription:
 
 @dataclass(frozen=True)
 class SpikeCounts:
-    """Spikes per population per timestep, summed over ``samples`` inferences."""
+    """Spikes per population per timestep, summed over ``samples`` inferences.
+
+    ``static_inputs`` lists the input modalities whose data were identical at every
+    timestep in every sample run (direct encoding), as observed by whoever ran the network.
+    """
 
     samples: int
     time_steps: int
     counts: dict[str, tuple[float, ...]]
+    static_inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -157,9 +229,11 @@ class LayerAccount:
     input_rate: float | None  # arriving spikes per input position per timestep
     sops: float
     macs: float
-    dense_ops: float  # ANN-equivalent ops over all timesteps
+    dense_ops: float  # ANN-equivalent ops per inference (timesteps charged as the conventions say)
     sops_per_timestep: tuple[float, ...]
     reads: str = ""
+    charged_steps: int = 0  # timesteps its MACs are charged (real-valued layers)
+    ann_charged_steps: int = 0  # timesteps its ANN-equivalent ops are charged
 
 
 @dataclass(frozen=True)
@@ -204,6 +278,8 @@ class NetworkAccount:
     populations: tuple[PopulationAccount, ...]
     stages: tuple[StageOps, ...]
     stage_kinds: tuple[str, ...] = ()
+    conventions: EnergyConventions = field(default_factory=EnergyConventions)
+    static_inputs: tuple[str, ...] = ()
 
     @property
     def total(self) -> StageOps:
@@ -221,11 +297,21 @@ def sum_stage_ops(name: str, parts: tuple[StageOps, ...] | list[StageOps]) -> St
     )
 
 
-def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
+def _static(layer: SynapticLayer, counts: SpikeCounts) -> bool:
+    """The layer's input data are the same at every timestep: every upstream modality's input is."""
+    return bool(layer.upstream) and set(layer.upstream) <= set(counts.static_inputs)
+
+
+def _layer_account(
+    layer: SynapticLayer, counts: SpikeCounts, conventions: EnergyConventions, spiking: bool
+) -> LayerAccount:
     t, samples = counts.time_steps, counts.samples
-    dense = float(layer.dense_ops * t)
+    distinct = min(t, 1 + layer.time_depth) if _static(layer, counts) else t  # steps whose inputs differ
+    ann_steps = distinct if conventions.ann_static_input == ONCE else t
+    dense = float(layer.dense_ops * ann_steps)
     if layer.real_valued:
-        per_step = tuple(0.0 for _ in range(t))
+        charge = conventions.snn_encoding_static_input if spiking else conventions.ann_static_input
+        steps = distinct if layer.stateless and charge == ONCE else t
         return LayerAccount(
             layer.name,
             layer.stage,
@@ -236,10 +322,12 @@ def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
             0.0,
             None,
             0.0,
+            float(layer.dense_ops * steps),
             dense,
-            dense,
-            per_step,
+            tuple(0.0 for _ in range(t)),
             layer.reads,
+            steps,
+            ann_steps,
         )
     sops_per_step = [0.0] * t
     arriving, positions, sources, fan_outs = 0.0, 0, [], []
@@ -269,6 +357,8 @@ def _layer_account(layer: SynapticLayer, counts: SpikeCounts) -> LayerAccount:
         dense,
         sops_per_step,
         layer.reads,
+        0,
+        ann_steps,
     )
 
 
@@ -291,8 +381,11 @@ def _population_account(population: Population, counts: SpikeCounts) -> Populati
     )
 
 
-def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAccount:
+def account(
+    description: NetworkDescription, counts: SpikeCounts, conventions: EnergyConventions | None = None
+) -> NetworkAccount:
     """Per-layer, per-population and per-stage operation counts per inference."""
+    conventions = conventions or EnergyConventions()
     if counts.time_steps != description.time_steps:
         raise ValueError(f"spike counts cover {counts.time_steps} timesteps, the network runs {description.time_steps}")
     known = {p.name for p in description.populations}
@@ -300,7 +393,7 @@ def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAcco
     unknown = sorted(set(counts.counts) - known)
     if missing or unknown:
         raise ValueError(f"spike counts do not match the network: missing {missing[:5]}, unknown {unknown[:5]}")
-    layers = tuple(_layer_account(layer, counts) for layer in description.layers)
+    layers = tuple(_layer_account(layer, counts, conventions, description.spiking) for layer in description.layers)
     populations = tuple(_population_account(p, counts) for p in description.populations)
     stages = []
     for stage in description.stages:
@@ -317,7 +410,14 @@ def account(description: NetworkDescription, counts: SpikeCounts) -> NetworkAcco
             )
         )
     return NetworkAccount(
-        counts.samples, counts.time_steps, layers, populations, tuple(stages), description.stage_kinds
+        counts.samples,
+        counts.time_steps,
+        layers,
+        populations,
+        tuple(stages),
+        description.stage_kinds,
+        conventions,
+        tuple(sorted(counts.static_inputs)),
     )
 
 
@@ -335,6 +435,7 @@ def description_from_dict(data: dict) -> NetworkDescription:
         SynapticLayer(
             **{
                 **layer,
+                "upstream": tuple(layer.get("upstream", ())),
                 "inputs": tuple(
                     LayerInput(tuple(i["sources"]), i["fan_out"], i["positions"], int(i.get("delay", 0)))
                     for i in layer["inputs"]
@@ -350,6 +451,7 @@ def description_from_dict(data: dict) -> NetworkDescription:
         tuple(data["stages"]),
         tuple(data["stage_kinds"]),
         dict(data.get("meta", {})),
+        bool(data.get("spiking", True)),
     )
 
 

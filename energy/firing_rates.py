@@ -43,7 +43,8 @@ class FiringRateTable:
 
 
 def column_names(stage_kinds: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f"{'CM' if kind == 'cmqka' else 'SSA'}{i + 1}" for i, kind in enumerate(stage_kinds))
+    prefix = {"cmqka": "CM", "ssa": "SSA", "scmrl": "SCMRL"}
+    return tuple(f"{prefix[kind]}{i + 1}" for i, kind in enumerate(stage_kinds))
 
 
 def _rate(populations: list[PopulationAccount]) -> float | None:
@@ -53,7 +54,7 @@ def _rate(populations: list[PopulationAccount]) -> float | None:
 
 def firing_rate_table(network: NetworkAccount) -> FiringRateTable:
     columns = column_names(network.stage_kinds)
-    has_ssa = "ssa" in network.stage_kinds
+    has_ssa = bool({"ssa", "scmrl"} & set(network.stage_kinds))
     rows = []
     for group, components in GROUPS.items():
         for component, role in components:

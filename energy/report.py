@@ -1,12 +1,14 @@
 """Energy reports: one data object, rendered as a terminal table, JSON, Markdown and a PNG.
 
-JSON schema (``format: snnergy-energy-report``, version 1): ``stages`` is a list of
+JSON schema (``format: snnergy-energy-report``, version 2): ``stages`` is a list of
 objects with ``name``, ``sops``, ``macs``, ``energy_pj``, ``energy_uj``, ``ann_macs``,
 ``ann_energy_pj``, ``ann_ratio``, the energy split (``sop_energy_pj``, ``mac_energy_pj``,
 ``neuron_energy_pj``), ``spikes``, ``neuron_updates`` and ``firing_rate``; ``total`` has
 the same fields. All values are per inference (averaged over ``samples``). ``layers``
 and ``populations`` give the per-layer and per-population details, ``firing_rates`` the
-Table-4 view, ``cost_model`` the energies used and their source.
+Table-4 view, ``cost_model`` the energies used and their source, ``conventions`` the named
+charging choices (``energy.accounting.EnergyConventions``), the input modalities seen
+constant over T, and the counting rules.
 """
 
 from __future__ import annotations
@@ -16,24 +18,26 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from energy.accounting import LayerAccount, NetworkAccount, PopulationAccount
+from energy.accounting import EnergyConventions, LayerAccount, NetworkAccount, PopulationAccount
 from energy.cost_model import CostModel
 from energy.estimate import StageEnergy, layer_energy_pj, network_energy
 from energy.firing_rates import FiringRateRow, FiringRateTable, firing_rate_table
 from snnergy.atomic import atomic_savefig, atomic_write_text
 
 FORMAT = "snnergy-energy-report"
-FORMAT_VERSION = 1
-CONVENTIONS = (
+FORMAT_VERSION = 2
+COUNTING_RULES = (
     "Values are per inference, averaged over the samples run.",
     "SOPs = spikes arriving at a layer x fan-out (mean fan-out = dense ops / input positions), i.e. input rate x "
     "T x dense ops.",
     "A layer reading a residual stream X + alpha*P + M receives the spikes of every constituent spike train.",
     "MACs = dense ops of layers fed by real values: stem conv and shortcut on the analog input, CMQKA fusion product "
-    "and the out_proj reading it, the head on pooled features.",
+    "and the out_proj reading it, the head on pooled features; at every timestep, except the encoding layers on an "
+    "input that repeats one frame over T, charged as conventions.snn_encoding_static_input says.",
     "Attention parts: channel sum = 1 AC per Q spike; mask AND = 1 op per K spike + C/H per mask spike; "
     "SSA Q K^T = N per Q spike; (Q K^T) V = N per V spike; max-pool = 1 per spike (OR unit).",
-    "ANN equivalent: the same layers on dense real values, every dense op a MAC (dense ops x E_mac).",
+    "ANN equivalent: the same layers on dense real values, every dense op a MAC (dense ops x E_mac); a layer whose "
+    "inputs are all constant over T charged as conventions.ann_static_input says.",
     "See docs/energy.md.",
 )
 
@@ -75,6 +79,8 @@ class EnergyReport:
     populations: tuple[PopulationAccount, ...]
     firing_rates: FiringRateTable
     meta: dict[str, Any] = field(default_factory=dict)
+    conventions: EnergyConventions = field(default_factory=EnergyConventions)
+    static_inputs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         layers = []
@@ -93,7 +99,11 @@ class EnergyReport:
             "layers": layers,
             "populations": plain(list(self.populations)),
             "firing_rates": plain(self.firing_rates),
-            "conventions": list(CONVENTIONS),
+            "conventions": {
+                **self.conventions.describe(),
+                "static_inputs": list(self.static_inputs),
+                "counting_rules": list(COUNTING_RULES),
+            },
             "meta": plain(self.meta),
         }
 
@@ -113,6 +123,10 @@ class EnergyReport:
             tuple(_tupled(PopulationAccount, p) for p in data["populations"]),
             read_firing_rate_table(data["firing_rates"]),
             data.get("meta", {}),
+            EnergyConventions(
+                data["conventions"]["ann_static_input"], data["conventions"]["snn_encoding_static_input"]
+            ),
+            tuple(data["conventions"]["static_inputs"]),
         )
 
 
@@ -138,6 +152,8 @@ def build_report(network: NetworkAccount, cost: CostModel, meta: dict[str, Any] 
         network.populations,
         firing_rate_table(network),
         dict(meta or {}),
+        network.conventions,
+        network.static_inputs,
     )
 
 
@@ -191,6 +207,15 @@ def _header_line(report: EnergyReport) -> str:
     return f"Energy per inference: {report.samples} samples{where}, T={report.time_steps}"
 
 
+def conventions_line(conventions: EnergyConventions, static_inputs: tuple[str, ...]) -> str:
+    """One sentence naming the charging choices and the inputs they applied to."""
+    constant = ", ".join(static_inputs) if static_inputs else "none"
+    return (
+        f"inputs constant over T: {constant}; on those, ANN counterpart charged {conventions.ann_static_input}, "
+        f"SNN encoding layers charged {conventions.snn_encoding_static_input} (--static-input; docs/energy.md)"
+    )
+
+
 def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -198,7 +223,8 @@ def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def format_terminal(report: EnergyReport) -> str:
-    lines = [_header_line(report), _cost_line(report.cost_model), ""]
+    lines = [_header_line(report), _cost_line(report.cost_model)]
+    lines += [conventions_line(report.conventions, report.static_inputs), ""]
     lines += _aligned(STAGE_HEADER, _stage_rows(report))
     lines += ["", "Firing rates (paper Table 4 format):", "", format_firing_rates(report.firing_rates)]
     return "\n".join(lines)
@@ -230,12 +256,14 @@ def format_firing_rates(table: FiringRateTable, markdown: bool = False) -> str:
 def format_markdown(report: EnergyReport) -> str:
     cost = report.cost_model
     lines = [f"# {_header_line(report)}", "", _cost_line(cost) + ".", "", f"Source: {cost.source}", ""]
+    line = conventions_line(report.conventions, report.static_inputs)
+    lines += [line[0].upper() + line[1:] + ".", ""]
     if report.meta.get("checkpoint"):
         lines += [f"Checkpoint: `{report.meta['checkpoint']}`", ""]
     lines += ["| " + " | ".join(STAGE_HEADER) + " |", "|" + "---|" * len(STAGE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in _stage_rows(report)]
     lines += ["", "## Firing rates (paper Table 4 format)", "", format_firing_rates(report.firing_rates, markdown=True)]
-    lines += ["", "## Conventions", "", *(f"* {c}" for c in CONVENTIONS), ""]
+    lines += ["", "## Counting rules", "", *(f"* {c}" for c in COUNTING_RULES), ""]
     return "\n".join(lines)
 
 

@@ -67,15 +67,62 @@ class _Builder:
     def __init__(self, model: SNNergy, shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]):
         self.modules = dict(model.named_modules())
         self.shapes = shapes
+        self.time_steps = model.config.time_steps
         self.populations: list[Population] = []
         self.layers: list[SynapticLayer] = []
+        # which input modalities reach each population and its largest delay from them; the layer added
+        # last (the population that follows a layer is its output)
+        self.upstream_of: dict[str, tuple[str, ...]] = {}
+        self.depth_of: dict[str, int] = {}
+        self.last_upstream: tuple[str, ...] = ()
+        self.last_depth = 0
+
+    def _upstream(self, sources: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted({m for source in sources for m in self.upstream_of[source]}))
+
+    def _depth(self, sources: Iterable[str]) -> int:
+        return max((self.depth_of[source] for source in sources), default=0)
+
+    def _add(self, layer: SynapticLayer) -> None:
+        self.layers.append(layer)
+        self.last_upstream, self.last_depth = layer.upstream, layer.time_depth
 
     def population(self, name: str, stage: str, role: str, modality: str | None, **extra: Any) -> str:
         neurons = extra.pop("neurons", None) or _size(self.shapes[name][1])
-        self.populations.append(Population(name, stage, neurons, role, modality, **extra))
+        population = Population(name, stage, neurons, role, modality, **extra)
+        self.populations.append(population)
+        sources = population.computed_from
+        self.upstream_of[name] = self._upstream(sources) if sources else self.last_upstream
+        self.depth_of[name] = self._depth(sources) if sources else self.last_depth
         return name
 
-    def synaptic(self, name: str, stage: str, modality: str, sources: list[str] | None, reads: str = "") -> None:
+    def _real_valued(
+        self, name: str, stage: str, kind: str, modality: str, dense: int, reads: str, reads_input: bool
+    ) -> SynapticLayer:
+        """A layer fed by real values: the raw input of ``modality`` itself, or values of the layer before."""
+        upstream = (modality,) if reads_input else self.last_upstream
+        return SynapticLayer(
+            name,
+            stage,
+            kind,
+            dense,
+            real_valued=True,
+            modality=modality,
+            reads=reads,
+            upstream=upstream,
+            stateless=reads_input,
+            time_depth=0 if reads_input else self.last_depth,
+        )
+
+    def synaptic(
+        self,
+        name: str,
+        stage: str,
+        modality: str,
+        sources: list[str] | None,
+        reads: str = "",
+        reads_input: bool = False,
+    ) -> None:
         """A conv (``ConvBN2d``) or token projection (``TokenProjection``) at module path ``name``."""
         conv_name = f"{name}.conv"
         conv = self.modules[conv_name]
@@ -83,26 +130,40 @@ class _Builder:
         dense = _size(out_shape) * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
         kind = "conv" if isinstance(self.modules[name], ConvBN2d) else "linear"
         if sources is None:
-            self.layers.append(
-                SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads)
-            )
+            self._add(self._real_valued(name, stage, kind, modality, dense, reads, reads_input))
         else:
             # a projection with causal taps reads its input once per tap, tap d delayed by d steps
             taps = getattr(self.modules[name], "taps", 1)
             positions = _size(in_shape) // taps
             fan_out = dense / taps / positions
             inputs = tuple(LayerInput(tuple(sources), fan_out, positions, delay) for delay in range(taps))
-            self.layers.append(SynapticLayer(name, stage, kind, dense, inputs, modality=modality))
+            depth = self._depth(sources) + taps - 1
+            self._add(
+                SynapticLayer(
+                    name,
+                    stage,
+                    kind,
+                    dense,
+                    inputs,
+                    modality=modality,
+                    upstream=self._upstream(sources),
+                    time_depth=depth,
+                )
+            )
 
     def analytic(
         self, name: str, stage: str, kind: str, modality: str, dense: int, *inputs: LayerInput, reads: str = ""
     ) -> None:
         if inputs:
-            self.layers.append(SynapticLayer(name, stage, kind, dense, tuple(inputs), modality=modality))
-        else:
-            self.layers.append(
-                SynapticLayer(name, stage, kind, dense, real_valued=True, modality=modality, reads=reads)
+            sources = [s for layer_input in inputs for s in layer_input.sources]
+            upstream, depth = self._upstream(sources), self._depth(sources)
+            self._add(
+                SynapticLayer(
+                    name, stage, kind, dense, tuple(inputs), modality=modality, upstream=upstream, time_depth=depth
+                )
             )
+        else:
+            self._add(self._real_valued(name, stage, kind, modality, dense, reads, reads_input=False))
 
     # ------------------------------------------------------------------ SPDS
     def spds(self, prefix: str, stage: str, modality: str, stream: list[str] | None) -> str:
@@ -113,7 +174,7 @@ class _Builder:
         for index, child in enumerate(spds.deep):
             name = f"{prefix}.deep.{index}"
             if isinstance(child, ConvBN2d):
-                self.synaptic(name, stage, modality, current, reads)
+                self.synaptic(name, stage, modality, current, reads, reads_input=current is None)
             elif isinstance(child, _UNITS):
                 current = [self.population(name, stage, "spds_hidden", modality)]
             elif isinstance(child, nn.MaxPool2d):
@@ -124,7 +185,7 @@ class _Builder:
                 current = [self.population(name, stage, "pool", modality)]
             else:
                 raise TypeError(f"{name}: unexpected SPDS part {type(child).__name__}")
-        self.synaptic(f"{prefix}.shortcut", stage, modality, stream, reads)
+        self.synaptic(f"{prefix}.shortcut", stage, modality, stream, reads, reads_input=stream is None)
         return self.population(f"{prefix}.out_lif", stage, "spds", modality)
 
     # ------------------------------------------------------------------ attention
@@ -173,6 +234,7 @@ class _Builder:
                 LayerInput((features[1],), 1.0, size),
             )
             product = "mean_N(F_s) x mean_T(F_t) (real x real)"
+            self.last_depth = self.depth_of[features[0]]  # mean_T(F_t) is one value for every step
             self.analytic(f"{base}.fusion_product", stage, "fusion_product", modality, size, reads=product)
             self.synaptic(f"{base}.out_proj", stage, modality, None, reads="fused features (real-valued)")
         else:
@@ -180,11 +242,23 @@ class _Builder:
             self.analytic(
                 f"{base}.fusion_sum", stage, "fusion_sum", modality, size, LayerInput((features[0],), 1.0, size)
             )
+            if not hasattr(attn, "spatial"):
+                self.last_depth = 0  # mean_T(F_t) alone: one value for every step
             self.synaptic(f"{base}.out_proj", stage, modality, None, reads="pooled features (real-valued)")
         return self.population(f"{base}.out_lif", stage, "attn_out", modality, block=block)
 
-    def ssa(self, base: str, stage: str, modality: str, block: int, query: list[str], key: list[str]) -> str:
-        tags = dict(block=block)
+    def ssa(
+        self,
+        base: str,
+        stage: str,
+        modality: str,
+        block: int,
+        query: list[str],
+        key: list[str],
+        out_role: str = "attn_out",
+        **tags: Any,
+    ) -> str:
+        tags = dict(block=block, **tags)
         self.synaptic(f"{base}.q_proj", stage, modality, query)
         q = self.population(f"{base}.q_lif", stage, "q", modality, **tags)
         self.synaptic(f"{base}.k_proj", stage, modality, key)
@@ -192,14 +266,32 @@ class _Builder:
         self.synaptic(f"{base}.v_proj", stage, modality, key)
         v = self.population(f"{base}.v_lif", stage, "v", modality, **tags)
         channels, tokens = self.shapes[q][1]
-        size, dense = channels * tokens, tokens * tokens * channels
-        # Q K^T: K^T acts as binary weights; each Q spike at (n, c) adds k[m, c] to score[n, m] for all N keys
-        self.analytic(f"{base}.qk_product", stage, "qk_product", modality, dense, LayerInput((q,), float(tokens), size))
-        # (Q K^T) V: each V spike at (m, c) adds the integer score[n, m] to out[n, c] for all N queries
-        self.analytic(f"{base}.av_product", stage, "av_product", modality, dense, LayerInput((v,), float(tokens), size))
+        # the sequence attended over: the N tokens of a timestep, or the T timesteps of a token
+        length = tokens if self.modules[base].over == "tokens" else self.time_steps
+        size, dense = channels * tokens, tokens * length * channels
+        # Q K^T: K^T acts as binary weights; each Q spike adds k[m, c] to the scores of all L keys m
+        self.analytic(f"{base}.qk_product", stage, "qk_product", modality, dense, LayerInput((q,), float(length), size))
+        # (Q K^T) V: each V spike at (m, c) adds the integer score[n, m] to out[n, c] for all L queries
+        self.analytic(f"{base}.av_product", stage, "av_product", modality, dense, LayerInput((v,), float(length), size))
         attended = self.population(f"{base}.attn_lif", stage, "attn", modality, **tags)
         self.synaptic(f"{base}.out_proj", stage, modality, [attended])
-        return self.population(f"{base}.out_lif", stage, "attn_out", modality, **tags)
+        return self.population(f"{base}.out_lif", stage, out_role, modality, **tags)
+
+    def scmrl(self, base: str, stage: str, modality: str, block: int, query: list[str], key: list[str]) -> str:
+        """S-CMRL: spatial and temporal SSA, ``mean_N(S) x mean_T(T)``, a linear map, LIF."""
+        parts = [
+            self.ssa(f"{base}.{pathway}", stage, modality, block, query, key, "attn_part", pathway=pathway)
+            for pathway in ("spatial", "temporal")
+        ]
+        channels, tokens = self.shapes[f"{base}.spatial.out_lif"][1]
+        size = channels * tokens
+        inputs = (LayerInput((parts[0],), 1.0, size), LayerInput((parts[1],), 1.0, size))
+        self.analytic(f"{base}.fusion_sum", stage, "fusion_sum", modality, 2 * size, *inputs)
+        product = "mean_N(S) x mean_T(T) (real x real)"
+        self.last_depth = self.depth_of[parts[0]]  # mean_T(T) is one value for every step
+        self.analytic(f"{base}.fusion_product", stage, "fusion_product", modality, size, reads=product)
+        self.synaptic(f"{base}.out_proj", stage, modality, None, reads="fused features (real-valued)")
+        return self.population(f"{base}.out_lif", stage, "attn_out", modality, block=block)
 
     def mlp(self, base: str, stage: str, modality: str, block: int, stream: list[str]) -> str:
         self.synaptic(f"{base}.fc1", stage, modality, stream)
@@ -215,6 +307,8 @@ class _Builder:
             self.analytic(f"head.pool.{modality}", "head", "avg_pool", modality, size, pooled)
         # the head's linear layers read real-valued means: their MACs, whatever the fusion
         dense = sum(m.in_features * m.out_features for m in self.modules["head"].modules() if isinstance(m, nn.Linear))
+        pooled = [s for stream in streams.values() for s in stream]
+        self.last_upstream, self.last_depth = self._upstream(pooled), self._depth(pooled)
         self.analytic("head", "head", "head", "both", dense, reads="pooled features (real-valued means)")
 
     def populations_size(self, name: str) -> int:
@@ -234,7 +328,7 @@ def describe_model(model: SNNergy) -> NetworkDescription:
         for b, block in enumerate(blocks):
             updated = {}
             for m in modalities:
-                attention = builder.cmqka if block.kind == "cmqka" else builder.ssa
+                attention = {"cmqka": builder.cmqka, "ssa": builder.ssa, "scmrl": builder.scmrl}[block.kind]
                 p = attention(f"stages.{s}.{b}.attn.{m}", stage, m, b, streams[m], streams[block.key_modality(m)])
                 y = streams[m] + [p]  # Y = X + alpha * P
                 updated[m] = y + [builder.mlp(f"stages.{s}.{b}.mlp.{m}", stage, m, b, y)]  # Z = Y + M
@@ -264,10 +358,13 @@ def as_ann(description: NetworkDescription) -> NetworkDescription:
             real_valued=True,
             modality=layer.modality,
             reads="ReLU activations",
+            upstream=layer.upstream,
+            stateless=bool(layer.upstream),  # no neuron state anywhere: constant when its inputs are
+            time_depth=layer.time_depth,
         )
         for layer in description.layers
     )
-    return replace(description, populations=(), layers=layers)
+    return replace(description, populations=(), layers=layers, spiking=False)
 
 
 def _check_coverage(model: SNNergy, description: NetworkDescription) -> None:
@@ -303,6 +400,7 @@ class SpikeProbe:
         self.keep_trains = keep_trains
         self.trains: dict[str, list[Tensor]] = {}  # population -> [T, B, ...] bool per forward
         self.samples = 0
+        self.static: dict[str, bool] = {}  # input modality -> every input seen was the same at every timestep
         self._stash: dict[str, Tensor] = {}
         self._handles: list[Any] = []
 
@@ -320,6 +418,8 @@ class SpikeProbe:
                 self._handles.append(modules[population.name].register_forward_hook(hook))
         first_stem = f"stem.{self.model.config.active_modalities[0]}"
         self._handles.append(modules[first_stem].register_forward_pre_hook(self._count_samples))
+        for modality in self.model.config.active_modalities:
+            self._handles.append(modules[f"stem.{modality}"].register_forward_pre_hook(self._watch_input(modality)))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -330,6 +430,16 @@ class SpikeProbe:
 
     def _count_samples(self, module: nn.Module, args: tuple) -> None:
         self.samples += int(args[0].shape[1])  # [T, B, C, H, W]
+
+    def _watch_input(self, modality: str):
+        """Record whether the modality's input repeats one frame over T (direct encoding)."""
+
+        def watch(module: nn.Module, args: tuple) -> None:
+            frames = args[0]  # [T, B, C, H, W]
+            static = bool((frames == frames[:1]).all())
+            self.static[modality] = self.static.get(modality, True) and static
+
+        return watch
 
     def _add(self, name: str, spikes: Tensor) -> None:
         if self.keep_trains:
@@ -360,7 +470,8 @@ class SpikeProbe:
         if not self.samples:
             raise ValueError("no forward pass went through the probe")
         counts = {p.name: tuple(float(v) for v in self.totals[p.name]) for p in self.description.populations}
-        return SpikeCounts(self.samples, self.time_steps, counts)
+        static = tuple(sorted(m for m, constant in self.static.items() if constant))
+        return SpikeCounts(self.samples, self.time_steps, counts, static)
 
 
 def collect_spike_counts(

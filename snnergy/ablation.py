@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from snnergy.evaluate import evaluate
 from snnergy.layers.block import CrossModalBlock
 from snnergy.layers.cmqka import CMQKAttention
+from snnergy.layers.scmrl import SCMRLAttention
 from snnergy.layers.ssa import CrossModalSSA
 from snnergy.model import SNNergy
 
@@ -53,6 +54,11 @@ def _stage_of(module_name: str) -> int:
     return int(module_name.split(".")[1]) + 1
 
 
+def _is_branch(name: str, module: nn.Module) -> bool:
+    """A fusion block's attention branch (``stages.<s>.<b>.attn.<m>``), not a part inside one."""
+    return isinstance(module, (CMQKAttention, CrossModalSSA, SCMRLAttention)) and name.count(".") == 4
+
+
 def _zero_output(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
     return torch.zeros_like(output)
 
@@ -69,9 +75,7 @@ def _hooks(handles: Iterable[Any]) -> Iterator[None]:
 
 def _zeroing(select: Callable[[str, nn.Module], bool]):
     def install(model: SNNergy, means: FactorMeans) -> contextlib.AbstractContextManager:
-        modules = [
-            m for n, m in model.named_modules() if isinstance(m, (CMQKAttention, CrossModalSSA)) and select(n, m)
-        ]
+        modules = [m for n, m in model.named_modules() if _is_branch(n, m) and select(n, m)]
         return _hooks(m.register_forward_hook(_zero_output) for m in modules)
 
     return install
@@ -113,8 +117,20 @@ def _single_factor(keep: str):
 def ablations_for(model: SNNergy) -> list[Ablation]:
     """The ablations that apply to this model's layout."""
     cmqka = attention_modules(model, CMQKAttention)
-    ssa = attention_modules(model, CrossModalSSA)
+    ssa = {n: m for n, m in attention_modules(model, CrossModalSSA).items() if _is_branch(n, m)}
+    scmrl = attention_modules(model, SCMRLAttention)
     rows = []
+    if scmrl:
+        rows.append(
+            Ablation(
+                "scmrl_zero",
+                "every S-CMRL branch output zeroed",
+                _zeroing(lambda n, m: isinstance(m, SCMRLAttention)),
+            )
+        )
+        rows.append(
+            Ablation("scmrl_cross_cut", "S-CMRL keys and values from the query's own modality", _cross_cut(("scmrl",)))
+        )
     if cmqka:
         rows.append(
             Ablation(

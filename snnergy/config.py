@@ -19,9 +19,10 @@ ATTENTION_LAYOUTS = {
     "hybrid": ("cmqka", "cmqka", "ssa"),
     "all-cmqka": ("cmqka", "cmqka", "cmqka"),
     "all-ssa": ("ssa", "ssa", "ssa"),
+    "all-scmrl": ("scmrl", "scmrl", "scmrl"),  # the S-CMRL baseline (snnergy.layers.scmrl)
 }
 CMQKA_PATHWAYS = ("spatiotemporal", "spatial", "temporal")
-# cross: the fusion blocks exchange modalities (SNNergy; S-CMRL-style with all-ssa);
+# cross: the fusion blocks exchange modalities (SNNergy; S-CMRL with all-scmrl);
 # the others are late fusions: each modality's blocks attend within it, the head fuses.
 FUSIONS = ("cross", "sum", "concat", "film", "gated")
 MODALITY_SETS = {"both": ("audio", "video"), "audio": ("audio",), "video": ("video",)}
@@ -68,7 +69,7 @@ class ModelConfig:
     alpha_init: float = 1.5
     ssa_scale: float = 0.125
     ssa_scale_learnable: bool = False  # Eq. 5: "s is a learnable scaling factor"
-    ssa_residual: float = 1.0  # weight of SSA's attention branch (S-CMRL: a fixed 1.5)
+    ssa_residual: float = 1.0  # fixed weight of an SSA / S-CMRL attention branch (S-CMRL: 1.5)
     fusion: str = "cross"
     modalities: str = "both"
     neuron: NeuronConfig = field(default_factory=NeuronConfig)

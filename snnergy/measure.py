@@ -14,7 +14,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from energy.accounting import NetworkAccount, account
+from energy.accounting import EnergyConventions, NetworkAccount, account
 from energy.cost_model import DEFAULT_COST_MODEL, load_cost_model
 from energy.firing_rates import firing_rate_table as build_firing_rate_table
 from energy.report import (
@@ -42,6 +42,7 @@ def measure(
     device: str = "cpu",
     progress: bool = True,
     dataset_options: dict[str, Any] | None = None,
+    conventions: EnergyConventions | None = None,
 ) -> tuple[NetworkAccount, dict[str, Any]]:
     """Count spikes of the first ``samples`` items of a split; return the account and run metadata.
 
@@ -80,7 +81,7 @@ def measure(
         "samples_requested": samples,
         "model": config.to_dict(),
     }
-    return account(description, counts), meta
+    return account(description, counts, conventions), meta
 
 
 def energy_report(
@@ -88,6 +89,7 @@ def energy_report(
     dataset: str | Dataset = "avdigits",
     samples: int = DEFAULT_SAMPLES,
     cost_model: str | Path = DEFAULT_COST_MODEL,
+    conventions: EnergyConventions | None = None,
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
     png_path: str | Path | None = None,
@@ -103,7 +105,17 @@ def energy_report(
 
     cost = load_cost_model(cost_model)  # fail on a bad cost model before running anything
     network, meta = measure(
-        checkpoint_path, dataset, samples, data_root, cache_dir, split, batch_size, device, progress, dataset_options
+        checkpoint_path,
+        dataset,
+        samples,
+        data_root,
+        cache_dir,
+        split,
+        batch_size,
+        device,
+        progress,
+        dataset_options,
+        conventions,
     )
     report = build_report(network, cost, meta)
     data = report.to_dict()

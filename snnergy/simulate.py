@@ -116,7 +116,7 @@ def pytorch_reference(
     return torch.cat(logits).numpy(), trains, probe.spike_counts()
 
 
-def spike_counts_of(trains: dict[str, np.ndarray], time_steps: int):
+def spike_counts_of(trains: dict[str, np.ndarray], time_steps: int, static_inputs: tuple[str, ...] = ()):
     """``energy.accounting.SpikeCounts`` from ``[samples, T, ...]`` spike trains."""
     from energy.accounting import SpikeCounts
 
@@ -125,7 +125,12 @@ def spike_counts_of(trains: dict[str, np.ndarray], time_steps: int):
         name: tuple(float(v) for v in train.reshape(samples, time_steps, -1).sum(axis=(0, 2)))
         for name, train in trains.items()
     }
-    return SpikeCounts(samples, time_steps, counts)
+    return SpikeCounts(samples, time_steps, counts, static_inputs)
+
+
+def static_modalities(**inputs: np.ndarray) -> tuple[str, ...]:
+    """The modalities whose ``[samples, T, ...]`` inputs repeat one frame over T (direct encoding)."""
+    return tuple(sorted(m for m, x in inputs.items() if bool((x == x[:, :1]).all())))
 
 
 def agreement(lava: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
@@ -179,8 +184,9 @@ def run_simulation(
     torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
     spike_agreement, per_population = agreement(result.spikes, torch_trains)
 
-    lava_account = account(description, spike_counts_of(result.spikes, package.time_steps))
-    torch_account = account(description, spike_counts_of(torch_trains, package.time_steps))
+    static = static_modalities(audio=audio, video=video)
+    lava_account = account(description, spike_counts_of(result.spikes, package.time_steps, static))
+    torch_account = account(description, spike_counts_of(torch_trains, package.time_steps, static))
     meta = {"package": str(package_dir), "dataset": dataset, "split": split, "simulator": f"lava-nc ({mode} point)"}
     energy = build_report(lava_account, cost, meta).to_dict()
     predictions, torch_predictions = result.predictions, torch_logits.argmax(axis=1)

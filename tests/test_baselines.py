@@ -85,11 +85,46 @@ def test_ann_counterpart_has_the_same_layers_and_no_spiking_neuron():
     )
 
 
-def test_scmrl_style_model_has_quadratic_attention_and_a_fixed_residual_of_one_and_a_half():
+def test_scmrl_baseline_attends_over_tokens_and_over_time_and_fuses_as_s_cmrl():
     model = build_model(load_preset("tiny-scmrl", **SMALL))
-    assert model.config.stage_attention == ("ssa", "ssa", "ssa")
+    assert model.config.stage_attention == ("scmrl", "scmrl", "scmrl")
     block = model.stages[0][0]
     assert block.residual_weight("audio") == 1.5 and block.alpha is None  # fixed, not learned
+    attn = block.attn["audio"].train()  # batch statistics: BN puts its neurons in their working range
+    assert (attn.spatial.scale, attn.temporal.scale, attn.spatial.attn_lif.v_threshold) == (0.25, 0.25, 1.0)
+    seen = {}
+
+    def keep(name):
+        return lambda module, args, out: seen.__setitem__(name, (args, out))
+
+    for name in ("q_lif", "k_lif", "v_lif", "attn_lif", "out_lif"):
+        for part in ("spatial", "temporal"):
+            getattr(getattr(attn, part), name).register_forward_hook(keep(f"{part}.{name}"))
+    attn.fusion.register_forward_hook(keep("fusion"))
+    generator = torch.Generator().manual_seed(3)
+    query, key = (torch.rand(4, 3, 16, 9, generator=generator) < 0.5 for _ in range(2))  # spikes [T, B, C, N]
+    with torch.no_grad():
+        attn(query.float(), key.float())
+    heads = model.config.num_heads
+
+    def split(x):  # [T, B, C, N] -> [T, B, H, C/H, N]
+        return x.unflatten(2, (heads, x.shape[2] // heads))
+
+    for part, product in (
+        # spatial: token n of step t attends to every token m of the same step
+        ("spatial", "tbhcn,tbhcm,tbhdm->tbhdn"),
+        # temporal: step t of token n attends to every step s of the same token
+        ("temporal", "tbhcn,sbhcn,sbhdn->tbhdn"),
+    ):
+        q, k, v = (split(seen[f"{part}.{name}"][1]) for name in ("q_lif", "k_lif", "v_lif"))
+        assert q.sum() > 0 and k.sum() > 0 and v.sum() > 0
+        expected = 0.25 * torch.einsum(product, q, k, v).flatten(2, 3)
+        assert torch.allclose(seen[f"{part}.attn_lif"][0][0], expected), part
+    # fusion: mean over tokens of the spatial output times mean over time of the temporal output
+    (spatial, temporal), fused = seen["fusion"]
+    assert torch.equal(spatial, seen["spatial.out_lif"][1].mean(dim=3, keepdim=True))
+    assert torch.equal(temporal, seen["temporal.out_lif"][1].mean(dim=0, keepdim=True))
+    assert torch.equal(fused, spatial * temporal)
 
 
 def test_presets_extend_and_merge_nested_sections():

@@ -8,7 +8,15 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron
 
-from energy.accounting import LayerInput, NetworkDescription, Population, SpikeCounts, SynapticLayer, account
+from energy.accounting import (
+    EnergyConventions,
+    LayerInput,
+    NetworkDescription,
+    Population,
+    SpikeCounts,
+    SynapticLayer,
+    account,
+)
 from energy.cost_model import CostModelError, builtin_cost_models, load_cost_model
 from energy.estimate import network_energy
 from energy.torch_probe import collect_spike_counts, describe_model
@@ -74,6 +82,47 @@ def test_energy_arithmetic_for_both_builtin_models():
     assert loihi.energy_pj == pytest.approx(12 * 23.6 + 80 * 4.6 + neuron_updates * 52.0 + spikes * 30.7)
     assert sum(s.energy_pj for s in loihi_stages) == pytest.approx(loihi.energy_pj)
     assert loihi_stages[2].energy_pj == pytest.approx(12 * 23.6 + 6 * 52.0 + 1 * 30.7)  # stage2: fc and B
+
+
+def encoder_network(time_steps: int = 4) -> NetworkDescription:
+    """video frame -> encode (real-valued, 10 ops) -> V (5 neurons) -> fc (20 ops); audio -> ... -> joint (30 ops)."""
+    populations = (Population("V", "stem", 5, "spds"), Population("A", "stem", 5, "spds"))
+    video = LayerInput(("V",), 4.0, 5)
+    layers = (
+        SynapticLayer("encode", "stem", "conv", 10, real_valued=True, upstream=("video",), stateless=True),
+        SynapticLayer("audio_encode", "stem", "conv", 10, real_valued=True, upstream=("audio",), stateless=True),
+        SynapticLayer("fc", "stage1", "linear", 20, (video,), upstream=("video",)),
+        SynapticLayer(
+            "joint", "stage1", "linear", 30, (video, LayerInput(("A",), 6.0, 5)), upstream=("audio", "video")
+        ),
+        SynapticLayer("fused", "stage1", "linear", 7, real_valued=True, upstream=("audio", "video")),  # not stateless
+    )
+    return NetworkDescription(time_steps, populations, layers)
+
+
+@pytest.mark.parametrize(
+    "charge, static, macs, ann",
+    [
+        # T = 4. Encoding layers 10 + 10 ops, the real-valued "fused" layer 7 ops; ANN adds fc 20 + joint 30.
+        ("once", ("audio", "video"), 10 + 10 + 4 * 7, 10 + 10 + 20 + 30 + 7),
+        ("per-timestep", ("audio", "video"), 4 * (10 + 10 + 7), 4 * 77),
+        ("once", ("video",), 10 + 4 * 10 + 4 * 7, 10 + 4 * 10 + 20 + 4 * 30 + 4 * 7),  # chunked audio
+        ("once", (), 4 * 27, 4 * 77),  # nothing known constant: every step charged
+    ],
+)
+def test_static_inputs_are_charged_as_the_conventions_say(charge, static, macs, ann):
+    counts = SpikeCounts(1, 4, {"V": (1.0, 0.0, 0.0, 0.0), "A": (0.0,) * 4}, static)
+    result = account(encoder_network(), counts, EnergyConventions.named(charge))
+    assert result.total.macs == macs
+    assert result.total.dense_ops == ann
+    assert result.total.sops == 1 * 4.0 * 2  # the V spike reaches fc and joint: SOPs never change
+
+
+def test_conventions_reject_unknown_choices():
+    with pytest.raises(ValueError, match="ann_static_input must be one of"):
+        EnergyConventions("twice")
+    with pytest.raises(ValueError, match="stateless layer is real-valued"):
+        SynapticLayer("l", "stem", "linear", 1, (LayerInput(("A",), 1.0, 1),), stateless=True, upstream=("audio",))
 
 
 def test_description_rejects_mismatched_sources_and_counts():
@@ -276,6 +325,49 @@ def test_conv_and_linear_sops_equal_rate_times_dense_ops(probed):
             assert item.sops == pytest.approx(item.input_rate * item.dense_ops)  # dense_ops already covers T
             checked += 1
     assert checked > 20
+
+
+def test_probe_sees_which_inputs_repeat_one_frame_and_charges_those_once():
+    model = tiny_model()
+    steps = model.config.time_steps
+    audio, video = batch(model.config, size=2)
+    video = video[:, :1].expand_as(video).contiguous()  # one frame repeated over T; audio changes
+    description = describe_model(model)
+    counts = collect_spike_counts(model, description, [(audio, video)])
+    assert counts.static_inputs == ("video",)
+    charged = {item.name: item for item in account(description, counts).layers}
+    dense = {item.name: item.dense_ops for item in description.layers}
+    for name in ("stem.video.deep.0", "stem.video.shortcut"):
+        assert charged[name].macs == dense[name]  # the SNN's encoding layers on the repeated frame: once
+    assert charged["stem.audio.deep.0"].macs == steps * dense["stem.audio.deep.0"]
+    # the ANN equivalent of the video branch's queries sees only video (once); its keys read audio (every step)
+    query, key = "stages.0.0.attn.video.spatial.q_proj", "stages.0.0.attn.video.spatial.k_proj"
+    assert (charged[query].dense_ops, charged[key].dense_ops) == (dense[query], steps * dense[key])
+    assert charged["head"].dense_ops == steps * dense["head"]
+
+
+def test_an_ann_on_a_repeated_frame_charges_exactly_its_distinct_steps():
+    """Nothing in an ANN carries state between steps: on a repeated frame a layer's activations differ only in
+    the first steps that a causal tap over time fills with zeros. The accounting charges that many steps."""
+    model = build_model(load_preset("tiny-ann", image_size=16, embed_dim=16, time_steps=4, num_classes=3)).eval()
+    description = describe_model(model)
+    audio, video = batch(model.config, size=2)
+    audio, video = (x[:, :1].expand_as(x).contiguous() for x in (audio, video))
+    seen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            module.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, a[0].detach()))
+    with torch.no_grad():
+        model(audio, video)
+    counts = SpikeCounts(2, 4, {}, static_inputs=("audio", "video"))
+    charged = {item.name: item.ann_charged_steps for item in account(description, counts).layers}
+    checked = set()
+    for name, inputs in seen.items():  # [T, B, ...]: count the steps whose input differs from every earlier one
+        layer_name = name.removesuffix(".conv")
+        distinct = sum(1 for t in range(4) if all(not torch.equal(inputs[t], inputs[s]) for s in range(t)))
+        assert charged[layer_name] == distinct, layer_name
+        checked.add(distinct)
+    assert checked == {1, 2}  # most layers once; the causal temporal projections twice (mean_T ends the effect)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from energy.accounting import CHARGES, ONCE, EnergyConventions
 from energy.cost_model import DEFAULT_COST_MODEL, builtin_cost_models
 from energy.report import EnergyReport, format_firing_rates, format_terminal, read_firing_rate_table
 from snnergy.cli.data import add_data_arguments, dataset_options
@@ -52,6 +53,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
     data = energy_report(
         args.checkpoint,
         cost_model=args.cost_model,
+        conventions=EnergyConventions.named(args.static_input),
         json_path=args.json,
         markdown_path=args.markdown,
         png_path=args.png,
@@ -91,6 +93,14 @@ def add_energy_commands(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_COST_MODEL,
         help=f"built-in cost model ({', '.join(builtin_cost_models())}) or the path of a YAML/JSON cost model file "
         "(default: %(default)s)",
+    )
+    out.add_argument(
+        "--static-input",
+        choices=CHARGES,
+        default=ONCE,
+        help="how layers whose input repeats one frame over T are charged: the ANN counterpart and the SNN's "
+        "encoding layers run once per inference (default, Spikformer / QKFormer / S-CMRL), or at every timestep "
+        "(for comparison with estimates that charge every step alike); docs/energy.md",
     )
     out.add_argument(
         "--json", type=Path, help="write the report as JSON (stages, total, layers, populations, firing rates)"

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from snnergy.config import ModelConfig
 from snnergy.layers.cmqka import CMQKAttention
 from snnergy.layers.projection import TokenProjection
+from snnergy.layers.scmrl import SCMRLAttention
 from snnergy.layers.ssa import CrossModalSSA
 from snnergy.neurons import make_lif
 
@@ -38,17 +39,17 @@ class SpikingMLP(nn.Module):
 
 
 class CrossModalBlock(nn.Module):
-    """One bidirectional fusion block of kind ``cmqka`` or ``ssa`` on ``[T,B,C,N]`` streams.
+    """One bidirectional fusion block of kind ``cmqka``, ``ssa`` or ``scmrl`` on ``[T,B,C,N]`` streams.
 
     CMQKA's residual weight ``alpha`` is a learnable scalar per direction (init
-    ``alpha_init``, 1.5 in the paper); SSA's is the fixed ``ssa_residual`` (1: Spikformer;
-    1.5: S-CMRL). A late-fusion baseline (``fusion`` other than ``cross``) runs the same
+    ``alpha_init``, 1.5 in the paper); SSA's and S-CMRL's is the fixed ``ssa_residual``
+    (1: Spikformer; 1.5: S-CMRL). A late-fusion baseline (``fusion`` other than ``cross``) runs the same
     block within each modality: the key stream is the query's own.
     """
 
     def __init__(self, dim: int, kind: str, config: ModelConfig):
         super().__init__()
-        attention = {"cmqka": CMQKAttention, "ssa": CrossModalSSA}[kind]
+        attention = {"cmqka": CMQKAttention, "ssa": CrossModalSSA, "scmrl": SCMRLAttention}[kind]
         self.kind = kind
         self.cross = config.fusion == "cross"
         self.modalities = config.active_modalities

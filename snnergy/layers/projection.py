@@ -41,15 +41,16 @@ def delayed(x: Tensor, steps: int) -> Tensor:
 class TokenProjection(nn.Module):
     """Per-token linear map (1x1 conv) then BN on ``[T, B, C, N]``; with ``taps > 1`` it
     also reads the ``taps - 1`` previous timesteps (causal; tap ``d`` has weights
-    ``conv.weight[:, d*C:(d+1)*C]``)."""
+    ``conv.weight[:, d*C:(d+1)*C]``). ``batch_norm=False``: a plain linear map with a bias
+    (a baseline that has no BN there, S-CMRL's output map)."""
 
-    def __init__(self, in_channels: int, out_channels: int, taps: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, taps: int = 1, batch_norm: bool = True):
         super().__init__()
         if taps < 1:
             raise ValueError(f"a projection needs at least one tap, got {taps}")
         self.taps = taps
-        self.conv = layer.Conv1d(in_channels * taps, out_channels, kernel_size=1, bias=False, step_mode="m")
-        self.bn = layer.BatchNorm1d(out_channels, step_mode="m")
+        self.conv = layer.Conv1d(in_channels * taps, out_channels, kernel_size=1, bias=not batch_norm, step_mode="m")
+        self.bn = layer.BatchNorm1d(out_channels, step_mode="m") if batch_norm else nn.Identity()
 
     def tap_weight(self, tap: int) -> Tensor:
         """``W_d``: the ``[out, in]`` weights applied to the input ``tap`` steps back."""
