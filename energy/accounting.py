@@ -35,14 +35,15 @@ class EnergyConventions:
     With direct (repeat) encoding an input modality shows the same frame at every timestep.
     ``ann_static_input``: the ANN counterpart is then a function of that frame only, its
     activations are identical at every step, and a real ANN runs it once (``once``, the
-    ANN reference of Spikformer, QKFormer and S-CMRL's energy sections: one dense pass,
-    FLOPs x E_MAC). ``snn_encoding_static_input``: the SNN's encoding layers (the real-valued
-    convolutions reading the analog frame) compute the same currents at every step, so
-    they can run once and feed the neurons a constant current (``once``, the ``E_MAC x
-    FL_conv1`` term of Spikformer / Spike-driven Transformer / QKFormer, not multiplied by
-    T). ``per-timestep`` charges both T times, as estimates that treat every step alike do.
-    A modality whose input does change over T (e.g. chunked audio) is charged per timestep
-    under either convention.
+    ANN reference of the Spikformer and QKFormer energy sections: one dense pass, FLOPs x
+    E_MAC); only a causal tap over time makes the first steps differ, and those distinct
+    steps are charged. ``snn_encoding_static_input``: the SNN's encoding layers (the
+    real-valued convolutions reading the analog frame) compute the same currents at every
+    step, so they can run once and feed the neurons a constant current (``once``, the
+    ``E_MAC x FL_conv1`` term of Spikformer / Spike-driven Transformer / QKFormer, not
+    multiplied by T). ``per-timestep`` charges both T times, as estimates that treat every
+    step alike do. A modality whose input does change over T (e.g. chunked audio) is
+    charged per timestep under either convention.
     """
 
     ann_static_input: str = ONCE
@@ -65,7 +66,7 @@ class EnergyConventions:
             "snn_encoding_static_input": self.snn_encoding_static_input,
             "ann_static_input_means": (
                 "ANN counterpart charged one dense pass per inference for layers whose inputs are constant over T "
-                "(Spikformer / QKFormer / S-CMRL: FLOPs x E_MAC)"
+                "(Spikformer / QKFormer: FLOPs x E_MAC)"
                 if self.ann_static_input == ONCE
                 else "ANN counterpart charged its dense ops at every timestep"
             ),

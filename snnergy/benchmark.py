@@ -3,17 +3,26 @@
 A composition root (like ``snnergy.demo``): it trains each entry of
 ``snnergy/benchmark.yaml`` with the same budget, recipe and seeds, evaluates it on the
 held-out split, counts its SOPs / MACs and energy on real inputs (``energy/``), and writes
-one table as Markdown, JSON and a PNG of accuracy against energy. Each finished run is
-kept (``OUT/<entry>/seed<k>/result.json``): an interrupted benchmark resumes where it stopped.
+one table as Markdown, JSON and a PNG of accuracy against energy.
+
+Each run (entry x seed) is a fresh process of its own, ``--jobs`` of them side by side
+with the CPU threads shared out between them: its log goes to
+``OUT/<entry>/seed<k>/log.txt``, its peak memory is its own, and a crash cannot take the
+others down. A finished run is kept (``result.json``) and an interrupted one resumes from
+its last epoch (``last.pt``): an interrupted benchmark resumes where it stopped. Every row
+carries the paired per-seed difference to the reference (the first model of
+``benchmark.yaml``, SNNergy), since seeds move accuracy by several points.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 import statistics
-import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,18 +62,65 @@ def load_entries(names: list[str] | None = None) -> list[Entry]:
     return entries
 
 
-def entry_config(entry: Entry, size: str | None):
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    """What one ``snnergy benchmark`` call runs: every field a command-line option."""
+
+    dataset: str = "avdigits"
+    epochs: int = 3
+    seeds: int = 1  # models: seeds 0 .. seeds-1
+    ablation_seeds: int | None = None  # ablations (default: ``seeds``)
+    size: str | None = None  # re-base every entry on this preset's sizes
+    image_size: int | None = None  # then override the input side
+    split: str = "test"
+    energy_samples: int = 64
+    device: str = "auto"
+    max_minutes: float | None = None
+    data_root: str | None = None
+    cache_dir: str | None = None
+    limit_train_batches: int | None = None
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.seeds < 1 or (self.ablation_seeds or 1) < 1:
+            raise ValueError("--epochs, --seeds and --ablation-seeds must be >= 1")
+        if self.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {self.jobs}")
+
+    def seeds_of(self, entry: Entry) -> range:
+        return range(self.ablation_seeds or self.seeds if entry.group == "ablation" else self.seeds)
+
+    @property
+    def threads_per_job(self) -> int:
+        return max(1, (os.cpu_count() or 1) // self.jobs)
+
+
+def entry_config(entry: Entry, plan: BenchmarkPlan):
     from snnergy.config import load_preset
 
     config = load_preset(entry.preset)
-    if size:
-        base = load_preset(size)
+    if plan.size:
+        base = load_preset(plan.size)
         config = config.with_overrides(**{name: getattr(base, name) for name in SIZE_FIELDS})
+    if plan.image_size:
+        config = config.with_overrides(image_size=plan.image_size)
     return config.with_overrides(**entry.overrides)
 
 
-def run_entry(entry: Entry, seed: int, args: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Train, evaluate and measure one entry with one seed (or read its finished result)."""
+def _training_seconds(run_dir: Path) -> float:
+    """Training time summed over the epochs of ``metrics.jsonl`` (a resumed run counts every part)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum(json.loads(line).get("train_seconds", 0.0) for line in lines if line.strip())
+
+
+def run_entry(entry: Entry, seed: int, plan: BenchmarkPlan, out: Path) -> dict[str, Any]:
+    """Train, evaluate and measure one entry with one seed (or read its finished result).
+
+    Meant to run in a process of its own (``run_isolated``): the peak memory it reports is
+    that process's.
+    """
+    import resource
+
     from snnergy.checkpoint import load_checkpoint
     from snnergy.data.registry import dataset_for_model
     from snnergy.devices import resolve_device
@@ -77,35 +133,26 @@ def run_entry(entry: Entry, seed: int, args: dict[str, Any], out: Path) -> dict[
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    config = entry_config(entry, args["size"])
+    config = entry_config(entry, plan)
     train_config = load_train_preset(
-        args["size"] or entry.preset,
-        epochs=args["epochs"],
+        plan.size or entry.preset,
+        epochs=plan.epochs,
         seed=seed,
-        device=args["device"],
-        warmup_epochs=min(1, args["epochs"] - 1),
-        max_minutes=args["max_minutes"],
-        limit_train_batches=args["limit_train_batches"],
+        device=plan.device,
+        warmup_epochs=min(1, plan.epochs - 1),
+        max_minutes=plan.max_minutes,
+        limit_train_batches=plan.limit_train_batches,
     )
-    started = time.perf_counter()
     train_on_dataset(
-        config,
-        train_config,
-        args["dataset"],
-        out,
-        args["data_root"],
-        args["cache_dir"],
-        resume=(out / "last.pt").exists(),
+        config, train_config, plan.dataset, out, plan.data_root, plan.cache_dir, resume=(out / "last.pt").exists()
     )
-    train_seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     checkpoint = load_checkpoint(out / "best.pt")
     model = checkpoint.build_model()
-    device = str(resolve_device(args["device"]))
-    test_set = dataset_for_model(
-        args["dataset"], args["split"], checkpoint.model_config, args["data_root"], args["cache_dir"]
-    )
+    device = str(resolve_device(plan.device))
+    test_set = dataset_for_model(plan.dataset, plan.split, checkpoint.model_config, plan.data_root, plan.cache_dir)
     accuracy = evaluate(model, test_set, device, 64, checkpoint.class_names)["accuracy"]
-    energy = energy_report(out / "best.pt", test_set, args["energy_samples"], device=device, progress=False)
+    energy = energy_report(out / "best.pt", test_set, plan.energy_samples, device=device, progress=False)
     config = checkpoint.model_config
     result = {
         "name": entry.name,
@@ -118,25 +165,58 @@ def run_entry(entry: Entry, seed: int, args: dict[str, Any], out: Path) -> dict[
         "modalities": config.modalities,
         "attention": config.attention,
         "time_steps": config.time_steps,
+        "image_size": config.image_size,
         "parameters": count_parameters(model),
         "accuracy": accuracy,
         "sops": energy["total"]["sops"],
         "macs": energy["total"]["macs"],
         "energy_uj": energy["total"]["energy_uj"],
-        "train_seconds": train_seconds,
+        "energy_conventions": {k: energy["conventions"][k] for k in ("ann_static_input", "snn_encoding_static_input")},
+        "static_inputs": energy["conventions"]["static_inputs"],
+        "train_seconds": _training_seconds(out),
+        "peak_train_memory_mib": peak_mib,
+        "threads": plan.threads_per_job,
         "epochs": train_config.epochs,
     }
     atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
 
-def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per entry: accuracy mean and spread over seeds, the rest averaged."""
+def run_isolated(entry: Entry, seed: int, plan: BenchmarkPlan, out: Path) -> dict[str, Any]:
+    """``run_entry`` in this (fresh) process with its share of threads, logging to ``out/log.txt``."""
+    import contextlib
+
+    import torch
+
+    torch.set_num_threads(plan.threads_per_job)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return run_entry(entry, seed, plan, out)
+
+
+def _paired_difference(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> tuple[float, float, int]:
+    """Mean and spread over the seeds both ran of ``accuracy - reference accuracy`` (same seed)."""
+    theirs = {r["seed"]: r["accuracy"] for r in reference}
+    differences = [r["accuracy"] - theirs[r["seed"]] for r in runs if r["seed"] in theirs]
+    if not differences:
+        return float("nan"), float("nan"), 0
+    spread = statistics.pstdev(differences) if len(differences) > 1 else float("nan")
+    return statistics.mean(differences), spread, len(differences)
+
+
+def summarise(results: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
+    """One row per entry: accuracy mean and spread over seeds, the paired per-seed difference
+    to ``reference`` (an entry name; default: the first entry), the rest averaged."""
+    names = list(dict.fromkeys(r["name"] for r in results))
+    reference = reference or names[0]
+    reference_runs = [r for r in results if r["name"] == reference]
     rows = []
-    for name in dict.fromkeys(r["name"] for r in results):
+    for name in names:
         runs = [r for r in results if r["name"] == name]
         accuracies = [r["accuracy"] for r in runs]
         first = runs[0]
+        delta, delta_std, paired = _paired_difference(runs, reference_runs)
+        memory = [r["peak_train_memory_mib"] for r in runs if r.get("peak_train_memory_mib")]
         rows.append(
             {
                 "name": name,
@@ -149,22 +229,41 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(runs),
                 "accuracy_mean": statistics.mean(accuracies),
                 "accuracy_std": statistics.pstdev(accuracies) if len(runs) > 1 else None,
+                "accuracy_per_seed": {str(r["seed"]): r["accuracy"] for r in runs},
+                "reference": reference,
+                "delta_vs_reference": None if name == reference else delta,
+                "delta_std": None if name == reference or paired < 2 else delta_std,
+                "paired_seeds": paired,
                 "sops": statistics.mean(r["sops"] for r in runs),
                 "macs": statistics.mean(r["macs"] for r in runs),
                 "energy_uj": statistics.mean(r["energy_uj"] for r in runs),
                 "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+                "peak_train_memory_mib": max(memory) if memory else None,
             }
         )
     return rows
 
 
+def _points(value: float | None, spread: float | None = None, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+    return text + (f" ± {100 * spread:.2f}" if spread is not None else "")
+
+
 def format_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """Paper Tables 1-3 layout (method, type, T, parameters, accuracy) plus the energy columns."""
+    """Paper Tables 1-3 layout (method, type, T, parameters, accuracy) plus the paired
+    difference to the reference and the energy, time and memory columns."""
+    conventions = "ANN counterpart and SNN encoding layers charged once per distinct step on inputs constant over T"
     lines = [
         f"`{meta['command']}`",
         "",
-        f"{meta['dataset']} / {meta['split']}, {meta['epochs']} epochs per model, seeds {meta['seeds']}, energy on "
-        f"{meta['energy_samples']} test samples (cost model 45nm, energy/cost_models/45nm.yaml; ANN rows: MACs only).",
+        f"{meta['dataset']} / {meta['split']}, {meta['epochs']} epochs per model, seeds {meta['seeds']}"
+        + (f" (ablations: {meta['ablation_seeds']})" if meta.get("ablation_seeds") else "")
+        + f", energy on {meta['energy_samples']} test samples (cost model 45nm, energy/cost_models/45nm.yaml; "
+        f"ANN rows: MACs only; {conventions}). Accuracy: mean ± std over seeds; "
+        f"difference: accuracy minus {rows[0]['reference'] if rows else 'the reference'}'s with the same seed, "
+        "mean ± std over seeds (points).",
     ]
     for group, title in (("model", "Methods"), ("ablation", "SNNergy ablations")):
         group_rows = [r for r in rows if r["group"] == group]
@@ -174,15 +273,18 @@ def format_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "",
             f"**{title}**",
             "",
-            "| method | type | T | params | accuracy (%) | SOPs | MACs | energy (uJ) | train time (s) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | type | T | params | seeds | accuracy (%) | difference (points) | SOPs | MACs | energy (uJ) "
+            "| train time (min) | peak train memory (GiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in group_rows:
-            spread = f" ± {100 * r['accuracy_std']:.2f}" if r["accuracy_std"] is not None else ""
+            memory = r.get("peak_train_memory_mib")
             lines.append(
-                f"| {r['name']} | {r['type']} | {r['time_steps']} | {r['parameters'] / 1e6:.2f}M | "
-                f"{100 * r['accuracy_mean']:.2f}{spread} | "
-                f"{r['sops'] / 1e6:.2f}M | {r['macs'] / 1e6:.2f}M | {r['energy_uj']:.2f} | {r['train_seconds']:.0f} |"
+                f"| {r['name']} | {r['type']} | {r['time_steps']} | {r['parameters'] / 1e6:.2f}M | {r['seeds']} | "
+                f"{_points(r['accuracy_mean'], r['accuracy_std'])} | "
+                f"{_points(r.get('delta_vs_reference'), r.get('delta_std'), sign=True)} | "
+                f"{r['sops'] / 1e6:.2f}M | {r['macs'] / 1e6:.2f}M | {r['energy_uj']:.2f} | "
+                f"{r['train_seconds'] / 60:.1f} | {'-' if memory is None else f'{memory / 1024:.2f}'} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -213,58 +315,54 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_benchmark(
-    dataset: str = "avdigits",
+    plan: BenchmarkPlan,
     out_dir: str | Path = "runs/benchmark",
-    epochs: int = 3,
-    seeds: int = 1,
     entries: list[str] | None = None,
-    size: str | None = None,
-    split: str = "test",
-    energy_samples: int = 64,
-    device: str = "auto",
-    max_minutes: float | None = None,
-    data_root: str | Path | None = None,
-    cache_dir: str | Path | None = None,
     command: str = "snnergy benchmark",
-    limit_train_batches: int | None = None,
 ) -> dict[str, Any]:
+    """Run every (entry, seed) of ``plan`` not finished yet, ``plan.jobs`` at a time; tabulate all."""
     from tqdm import tqdm
 
-    if epochs < 1 or seeds < 1:
-        raise ValueError("--epochs and --seeds must be >= 1")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = load_entries(entries)
-    args = dict(
-        dataset=dataset,
-        size=size,
-        split=split,
-        energy_samples=energy_samples,
-        device=device,
-        epochs=epochs,
-        max_minutes=max_minutes,
-        data_root=data_root,
-        cache_dir=cache_dir,
-        limit_train_batches=limit_train_batches,
-    )
-    results = []
-    runs = [(entry, seed) for entry in selected for seed in range(seeds)]
-    with tqdm(total=len(runs), desc="benchmark", unit="run") as bar:
-        for entry, seed in runs:
-            bar.set_postfix_str(f"{entry.slug} seed {seed}")
-            results.append(run_entry(entry, seed, args, out_dir / entry.slug / f"seed{seed}"))
+    runs = [(entry, seed) for entry in selected for seed in plan.seeds_of(entry)]
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per run: no state shared, own memory peak
+    with (
+        ProcessPoolExecutor(plan.jobs, mp_context=context, max_tasks_per_child=1) as pool,
+        tqdm(total=len(runs), desc="benchmark", unit="run") as bar,
+    ):
+        futures = {
+            pool.submit(run_isolated, entry, seed, plan, out_dir / entry.slug / f"seed{seed}"): (entry, seed)
+            for entry, seed in runs
+        }
+        for future in as_completed(futures):
+            entry, seed = futures[future]
+            try:
+                results[(entry.slug, seed)] = future.result()
+            except Exception as error:
+                raise RuntimeError(
+                    f"benchmark run {entry.slug} seed {seed} failed: {error} "
+                    f"(log: {out_dir / entry.slug / f'seed{seed}' / 'log.txt'})"
+                ) from error
+            bar.set_postfix_str(f"{entry.slug} seed {seed} done")
             bar.update(1)
-    rows = summarise(results)
+    ordered = [results[(entry.slug, seed)] for entry, seed in runs]
+    rows = summarise(ordered)
     meta = {
         "command": command,
-        "dataset": dataset,
-        "split": split,
-        "epochs": epochs,
-        "seeds": list(range(seeds)),
-        "energy_samples": energy_samples,
-        "size": size or "the entries' own presets",
+        "dataset": plan.dataset,
+        "split": plan.split,
+        "epochs": plan.epochs,
+        "seeds": list(range(plan.seeds)),
+        "ablation_seeds": list(range(plan.ablation_seeds)) if plan.ablation_seeds else None,
+        "energy_samples": plan.energy_samples,
+        "size": plan.size or "the entries' own presets",
+        "image_size": plan.image_size,
+        "plan": asdict(plan),
     }
-    document = {"meta": meta, "rows": rows, "runs": results}
+    document = {"meta": meta, "rows": rows, "runs": ordered}
     atomic_write_text(out_dir / "benchmark.json", json.dumps(document, indent=2))
     atomic_write_text(out_dir / "benchmark.md", format_markdown(rows, meta))
     plot(rows, out_dir / "benchmark.png")

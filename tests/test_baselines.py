@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from spikingjelly.activation_based import neuron
 
 from energy.torch_probe import collect_spike_counts, describe_model
 from export.lava_package import write_lava_package
-from snnergy.benchmark import format_markdown, load_entries, run_benchmark, summarise
+from snnergy.benchmark import BenchmarkPlan, format_markdown, load_entries, run_benchmark, summarise
 from snnergy.checkpoint import from_model
 from snnergy.config import load_preset
 from snnergy.model import build_model
@@ -141,21 +142,25 @@ def test_export_refuses_a_baseline_clearly(tmp_path):
 
 def test_benchmark_trains_measures_tabulates_and_resumes(tmp_path, avdigits_cache):
     entries = ["snnergy-cmqka-hybrid", "ann-counterpart-relu"]
-    kwargs = dict(
-        dataset="avdigits",
-        out_dir=tmp_path,
-        epochs=1,
-        entries=entries,
-        energy_samples=4,
-        device="cpu",
-        cache_dir=avdigits_cache,
-        limit_train_batches=1,
+    plan = BenchmarkPlan(
+        epochs=1, seeds=2, energy_samples=4, device="cpu", cache_dir=str(avdigits_cache), limit_train_batches=1, jobs=2
     )
+    kwargs = dict(plan=plan, out_dir=tmp_path, entries=entries)
     document = run_benchmark(**kwargs)
     rows = {row["name"]: row for row in document["rows"]}
     snn, ann = rows["SNNergy (CMQKA hybrid)"], rows["ANN counterpart (ReLU)"]
     assert snn["type"] == "SNN" and ann["type"] == "ANN" and ann["sops"] == 0 and ann["macs"] > snn["macs"]
     assert 0.0 <= snn["accuracy_mean"] <= 1.0 and snn["parameters"] == ann["parameters"]
+    runs = {(r["name"], r["seed"]): r for r in document["runs"]}
+    assert len(runs) == 4 and all(
+        (tmp_path / slug / f"seed{k}" / "log.txt").is_file() for slug in entries for k in (0, 1)
+    )
+    difference = [
+        runs[("ANN counterpart (ReLU)", k)]["accuracy"] - runs[("SNNergy (CMQKA hybrid)", k)]["accuracy"]
+        for k in (0, 1)
+    ]
+    assert ann["delta_vs_reference"] == pytest.approx(sum(difference) / 2) and snn["delta_vs_reference"] is None
+    assert all(r["peak_train_memory_mib"] > 100 and r["threads"] == max(1, os.cpu_count() // 2) for r in runs.values())
     assert {p.name for p in tmp_path.iterdir()} >= {"benchmark.md", "benchmark.json", "benchmark.png"}
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "| SNNergy (CMQKA hybrid) | SNN | 4 |" in markdown and "ANN counterpart" in markdown
@@ -183,8 +188,9 @@ def test_benchmark_table_reports_the_spread_over_seeds():
             "macs": 2.0,
             "energy_uj": 3.0,
             "train_seconds": 4.0,
+            "seed": seed,
         }
-        for accuracy in (0.8, 0.9)
+        for seed, accuracy in enumerate((0.8, 0.9))
     ]
     (row,) = summarise(runs)
     assert (
@@ -199,6 +205,33 @@ def test_benchmark_table_reports_the_spread_over_seeds():
         "energy_samples": 4,
     }
     assert "85.00 ± 5.00" in format_markdown([row], meta)
+
+
+def test_benchmark_pairs_each_seed_with_the_reference_seed():
+    def run(name, seed, accuracy):
+        return {
+            "name": name,
+            "group": "model",
+            "type": "SNN",
+            "fusion": "cross",
+            "modalities": "both",
+            "time_steps": 4,
+            "parameters": 1,
+            "accuracy": accuracy,
+            "sops": 0.0,
+            "macs": 0.0,
+            "energy_uj": 1.0,
+            "train_seconds": 1.0,
+            "seed": seed,
+        }
+
+    runs = [run("ref", k, a) for k, a in enumerate((0.8, 0.9, 0.7))]
+    runs += [run("other", k, a) for k, a in ((2, 0.75), (0, 0.85), (1, 0.88))]
+    ref, other = summarise(runs)
+    # per seed: +0.05, -0.02, +0.05 (the unpaired means differ by 0.0267 too, but the spread is the paired one)
+    assert other["delta_vs_reference"] == pytest.approx(0.08 / 3) and other["paired_seeds"] == 3
+    assert other["delta_std"] == pytest.approx(((2 * (0.05 - 0.08 / 3) ** 2 + (0.02 + 0.08 / 3) ** 2) / 3) ** 0.5)
+    assert ref["delta_vs_reference"] is None and other["accuracy_per_seed"] == {"2": 0.75, "0": 0.85, "1": 0.88}
 
 
 def test_unknown_benchmark_entry_names_the_available_ones():

@@ -49,7 +49,6 @@ def test_hand_built_network_has_exact_sops_and_macs():
     assert fc.sops_per_timestep == (7.5, 4.5)
     assert fc.arriving_spikes == 4.0
     assert fc.input_rate == pytest.approx(4.0 / (8 * 2))
-    assert fc.sops == pytest.approx(fc.input_rate * 2 * 24)  # rate x T x dense ops
     a, b = result.populations
     assert (a.spikes, a.firing_rate) == (4.0, 4.0 / 16) and (b.spikes, b.firing_rate) == (1.0, 1.0 / 6)
     stage1, stage2 = result.stages[1], result.stages[2]
@@ -74,13 +73,10 @@ def test_energy_arithmetic_for_both_builtin_models():
     stages, total = network_energy(result, load_cost_model("45nm"))
     assert total.energy_pj == pytest.approx(12 * 0.9 + 80 * 4.6)
     assert total.ann_energy_pj == pytest.approx(128 * 4.6)
-    assert total.energy_uj == pytest.approx(total.energy_pj / 1e6)
-    assert total.ann_ratio == pytest.approx(total.ann_energy_pj / total.energy_pj)
-    assert sum(s.energy_pj for s in stages) == pytest.approx(total.energy_pj)
+    assert stages[1].energy_pj == pytest.approx(80 * 4.6) and stages[2].energy_pj == pytest.approx(12 * 0.9)
     loihi_stages, loihi = network_energy(result, load_cost_model("loihi"))
     neuron_updates, spikes = 8 * 2 + 3 * 2, 4 + 1
     assert loihi.energy_pj == pytest.approx(12 * 23.6 + 80 * 4.6 + neuron_updates * 52.0 + spikes * 30.7)
-    assert sum(s.energy_pj for s in loihi_stages) == pytest.approx(loihi.energy_pj)
     assert loihi_stages[2].energy_pj == pytest.approx(12 * 23.6 + 6 * 52.0 + 1 * 30.7)  # stage2: fc and B
 
 
@@ -282,17 +278,11 @@ def test_stream_constituents_follow_the_block_structure(probed):
     assert fc1.sops * counts.samples == pytest.approx(arriving * model.stages[0][1].mlp["audio"].fc1.conv.out_channels)
 
 
-def test_nothing_is_counted_twice_and_stages_add_up(probed):
+def test_nothing_is_counted_twice(probed):
     model, description, counts, result, seen, _ = probed
     hooked = sum(seen[p.name].sum().item() for p in description.populations if not p.computed_from)
     counted = sum(p.spikes for p in result.populations if p.role != "and") * counts.samples
     assert counted == pytest.approx(hooked)
-    assert (
-        sum(s.sops for s in result.stages)
-        == pytest.approx(sum(item.sops for item in result.layers))
-        == result.total.sops
-    )
-    assert sum(s.macs for s in result.stages) == pytest.approx(result.total.macs)
     modules = dict(model.named_modules())
     for item in result.layers:  # each source once per tap of the layer (a causal tap reads it again, delayed)
         taps = getattr(modules.get(item.name), "taps", 1)
@@ -315,16 +305,6 @@ def test_nothing_is_counted_twice_and_stages_add_up(probed):
     }
     for stage in result.stages:
         assert stage.name in ("stem", "stage1", "stage2", "stage3", "head")
-
-
-def test_conv_and_linear_sops_equal_rate_times_dense_ops(probed):
-    _, _, counts, result, _, _ = probed
-    checked = 0
-    for item in result.layers:
-        if item.kind in ("conv", "linear") and item.input_rate is not None:
-            assert item.sops == pytest.approx(item.input_rate * item.dense_ops)  # dense_ops already covers T
-            checked += 1
-    assert checked > 20
 
 
 def test_probe_sees_which_inputs_repeat_one_frame_and_charges_those_once():

@@ -245,29 +245,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from snnergy.benchmark import run_benchmark
+    from snnergy.benchmark import BenchmarkPlan, run_benchmark
 
     command = (
         "snnergy benchmark " + " ".join(sys.argv[2:])
         if len(sys.argv) > 1 and sys.argv[1] == "benchmark"
         else "snnergy benchmark"
     )
-    document = run_benchmark(
-        args.dataset,
-        args.out,
-        args.epochs,
-        args.seeds,
-        args.only,
-        args.size,
-        args.split,
-        args.energy_samples,
-        args.device,
-        args.max_minutes,
-        args.data_root,
-        args.cache_dir,
-        command,
-        args.limit_train_batches,
+    plan = BenchmarkPlan(
+        dataset=args.dataset,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        ablation_seeds=args.ablation_seeds,
+        size=args.size,
+        image_size=args.image_size,
+        split=args.split,
+        energy_samples=args.energy_samples,
+        device=args.device,
+        max_minutes=args.max_minutes,
+        data_root=str(args.data_root) if args.data_root else None,
+        cache_dir=str(args.cache_dir) if args.cache_dir else None,
+        limit_train_batches=args.limit_train_batches,
+        jobs=args.jobs,
     )
+    document = run_benchmark(plan, args.out, args.only, command)
     print((args.out / "benchmark.md").read_text())
     print(
         f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'}, {args.out / 'benchmark.png'} "
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark",
         help="train every baseline and ablation (snnergy/benchmark.yaml) with one budget; "
         "table of accuracy, SOPs, energy",
-        description="Train each model of snnergy/benchmark.yaml (fusion baselines, S-CMRL-style attention, the ANN "
+        description="Train each model of snnergy/benchmark.yaml (fusion baselines, S-CMRL's attention, the ANN "
         "counterpart, single modalities, SNNergy ablations) with the same recipe, budget and seeds; evaluate on the "
         "held-out split; count SOPs/MACs and energy on real inputs. Writes OUT/benchmark.{md,json,png}; finished runs "
         "are kept, so an interrupted benchmark resumes.",
@@ -448,6 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     benchmark.add_argument("--max-minutes", type=float, help="also stop each run after this wall time")
     benchmark.add_argument("--seeds", type=int, default=1, help="seeds per model: 0 .. N-1 (default: %(default)s)")
+    benchmark.add_argument("--ablation-seeds", type=int, help="seeds per ablation (default: --seeds)")
+    benchmark.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs side by side, each a process of its own with CPU cores / JOBS threads (default: %(default)s)",
+    )
+    benchmark.add_argument("--image-size", type=int, help="override every entry's input side, e.g. 64")
     benchmark.add_argument(
         "--only", nargs="+", metavar="ENTRY", help="entries to run (slugs, e.g. snnergy-cmqka-hybrid t-1)"
     )

@@ -99,7 +99,7 @@ def add_energy_commands(subparsers: argparse._SubParsersAction) -> None:
         choices=CHARGES,
         default=ONCE,
         help="how layers whose input repeats one frame over T are charged: the ANN counterpart and the SNN's "
-        "encoding layers run once per inference (default, Spikformer / QKFormer / S-CMRL), or at every timestep "
+        "encoding layers run once per inference (default, as Spikformer / QKFormer count), or at every timestep "
         "(for comparison with estimates that charge every step alike); docs/energy.md",
     )
     out.add_argument(
