@@ -242,7 +242,8 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
     if not config.is_snnergy:
         raise ValueError(
             f"NIR / Lava export covers the SNNergy architecture; preset {config.preset!r} is a baseline "
-            f"(fusion={config.fusion}, modalities={config.modalities}, spiking={config.neuron.spiking})"
+            f"(fusion={config.fusion}, modalities={config.modalities}, spiking={config.neuron.spiking}, "
+            f"attention={config.attention})"
         )
     builder = GraphBuilder(dt=dt)
     size = config.image_size

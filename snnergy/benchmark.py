@@ -326,7 +326,9 @@ def run_benchmark(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = load_entries(entries)
-    runs = [(entry, seed) for entry in selected for seed in plan.seeds_of(entry)]
+    most = max(len(plan.seeds_of(entry)) for entry in selected)
+    # seed-major: a benchmark stopped half-way has every entry at its first seeds
+    runs = [(entry, seed) for seed in range(most) for entry in selected if seed in plan.seeds_of(entry)]
     results: dict[tuple[str, int], dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per run: no state shared, own memory peak
     with (
@@ -348,7 +350,7 @@ def run_benchmark(
                 ) from error
             bar.set_postfix_str(f"{entry.slug} seed {seed} done")
             bar.update(1)
-    ordered = [results[(entry.slug, seed)] for entry, seed in runs]
+    ordered = [results[(entry.slug, seed)] for entry in selected for seed in plan.seeds_of(entry)]
     rows = summarise(ordered)
     meta = {
         "command": command,

@@ -140,8 +140,10 @@ class ModelConfig:
 
     @property
     def is_snnergy(self) -> bool:
-        """The deployable SNNergy architecture (cross-modal, spiking, both inputs), not a baseline."""
-        return self.fusion == "cross" and self.modalities == "both" and self.neuron.spiking
+        """The deployable SNNergy architecture (cross-modal, spiking, both inputs, CMQKA / SSA
+        blocks), not a baseline."""
+        snnergy_blocks = set(self.stage_attention) <= {"cmqka", "ssa"}
+        return self.fusion == "cross" and self.modalities == "both" and self.neuron.spiking and snnergy_blocks
 
     @property
     def stage_attention(self) -> tuple[str, str, str]:

@@ -134,8 +134,9 @@ def test_presets_extend_and_merge_nested_sections():
     assert config.embed_dim == load_preset("tiny").embed_dim
 
 
-def test_export_refuses_a_baseline_clearly(tmp_path):
-    checkpoint = from_model(build_model(load_preset("tiny-late-film", **SMALL)))
+@pytest.mark.parametrize("preset", ["tiny-late-film", "tiny-scmrl"])
+def test_export_refuses_a_baseline_clearly(tmp_path, preset):
+    checkpoint = from_model(build_model(load_preset(preset, **SMALL)))
     with pytest.raises(ValueError, match="baseline"):
         write_lava_package(checkpoint, tmp_path / "pkg")
 
