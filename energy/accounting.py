@@ -454,19 +454,3 @@ def description_from_dict(data: dict) -> NetworkDescription:
         dict(data.get("meta", {})),
         bool(data.get("spiking", True)),
     )
-
-
-def rename_populations(description: NetworkDescription, rename: dict[str, str]) -> NetworkDescription:
-    """The same description with populations (and the sources naming them) renamed."""
-    from dataclasses import replace
-
-    new = lambda name: rename.get(name, name)  # noqa: E731
-    populations = tuple(
-        replace(p, name=new(p.name), computed_from=tuple(new(c) for c in p.computed_from))
-        for p in description.populations
-    )
-    layers = tuple(
-        replace(layer, inputs=tuple(replace(i, sources=tuple(new(s) for s in i.sources)) for i in layer.inputs))
-        for layer in description.layers
-    )
-    return replace(description, populations=populations, layers=layers)

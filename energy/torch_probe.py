@@ -1,7 +1,7 @@
 """The PyTorch side of the accounting: describe an ``SNNergy`` and count its spikes.
 
-* ``describe_model`` walks the model's structure (module names, the block layout of
-  ``snnergy.layers``) and lists its neuron populations and synaptic layers with their
+* ``describe_model`` walks the model's structure (``snnergy.topology.walk``, the same walk
+  the NIR exporter takes) and lists its neuron populations and synaptic layers with their
   presynaptic sources. Sizes come from a shape trace (one all-zero forward); which spike
   trains a layer reads comes from the structure alone, never from tensor values. The
   residual streams are tracked as lists of constituents: a stage starts with its SPDS
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from energy.accounting import LayerInput, NetworkDescription, Population, SpikeCounts, SynapticLayer
 from snnergy.layers.projection import ConvBN2d
 from snnergy.model import SNNergy
+from snnergy.topology import Stream, walk
 
 _TRACED = (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, neuron.BaseNode, nn.ReLU, nn.Linear)
 _UNITS = (neuron.BaseNode, nn.ReLU)  # spiking neurons, or the ANN counterpart's ReLUs
@@ -32,6 +33,11 @@ _UNITS = (neuron.BaseNode, nn.ReLU)  # spiking neurons, or the ANN counterpart's
 
 def _size(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+def _trains(stream: Stream) -> list[str]:
+    """The spike trains of a stream (their weights fold into the synapses: no effect on counts)."""
+    return [name for name, _ in stream]
 
 
 def trace_shapes(model: SNNergy) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -166,10 +172,12 @@ class _Builder:
             self._add(self._real_valued(name, stage, kind, modality, dense, reads, reads_input=False))
 
     # ------------------------------------------------------------------ SPDS
-    def spds(self, prefix: str, stage: str, modality: str, stream: list[str] | None) -> str:
+    # ------------------------------------------------------------------ the visitor of snnergy.topology.walk
+    def spds(self, prefix: str, module: nn.Module, stage: str, modality: str, stream: Stream | None) -> str:
         """Stem / downsampling SPDS; ``stream`` None means it reads the analog input."""
-        spds = self.modules[prefix]
+        spds = module
         reads = f"{modality} input (real-valued)"
+        stream = None if stream is None else _trains(stream)
         current = stream
         for index, child in enumerate(spds.deep):
             name = f"{prefix}.deep.{index}"
@@ -189,6 +197,27 @@ class _Builder:
         return self.population(f"{prefix}.out_lif", stage, "spds", modality)
 
     # ------------------------------------------------------------------ attention
+    def attention(
+        self,
+        path: str,
+        module: nn.Module,
+        kind: str,
+        stage: str,
+        modality: str,
+        block: int,
+        query: Stream,
+        key: Stream,
+    ) -> str:
+        build = {"cmqka": self.cmqka, "ssa": self.ssa, "scmrl": self.scmrl}[kind]
+        return build(path, stage, modality, block, _trains(query), _trains(key))
+
+    def mlp(self, path: str, module: nn.Module, stage: str, modality: str, block: int, stream: Stream) -> str:
+        self.synaptic(f"{path}.fc1", stage, modality, _trains(stream))
+        hidden = self.population(f"{path}.lif1", stage, "mlp1", modality, block=block)
+        self.synaptic(f"{path}.fc2", stage, modality, [hidden])
+        return self.population(f"{path}.lif2", stage, "mlp2", modality, block=block)
+
+    # ------------------------------------------------------------------ attention kinds
     def cmqka(self, base: str, stage: str, modality: str, block: int, query: list[str], key: list[str]) -> str:
         attn = self.modules[base]
         heads = attn.num_heads
@@ -293,13 +322,8 @@ class _Builder:
         self.synaptic(f"{base}.out_proj", stage, modality, None, reads="fused features (real-valued)")
         return self.population(f"{base}.out_lif", stage, "attn_out", modality, block=block)
 
-    def mlp(self, base: str, stage: str, modality: str, block: int, stream: list[str]) -> str:
-        self.synaptic(f"{base}.fc1", stage, modality, stream)
-        hidden = self.population(f"{base}.lif1", stage, "mlp1", modality, block=block)
-        self.synaptic(f"{base}.fc2", stage, modality, [hidden])
-        return self.population(f"{base}.lif2", stage, "mlp2", modality, block=block)
-
-    def head(self, streams: dict[str, list[str]]) -> None:
+    def head(self, streams: dict[str, Stream]) -> None:
+        streams = {m: _trains(stream) for m, stream in streams.items()}
         for modality in streams:
             size = self.populations_size(streams[modality][0])
             # global average pooling: one accumulate per spike of each constituent (1/N folds into the head)
@@ -319,21 +343,7 @@ def describe_model(model: SNNergy) -> NetworkDescription:
     """Populations and synaptic layers of ``model`` with the sources of every layer."""
     config = model.config
     builder = _Builder(model, trace_shapes(model))
-    modalities = config.active_modalities
-    streams = {m: [builder.spds(f"stem.{m}", "stem", m, None)] for m in modalities}
-    for s, blocks in enumerate(model.stages):
-        stage = f"stage{s + 1}"
-        if s > 0:
-            streams = {m: [builder.spds(f"down.{s - 1}.{m}", stage, m, streams[m])] for m in modalities}
-        for b, block in enumerate(blocks):
-            updated = {}
-            for m in modalities:
-                attention = {"cmqka": builder.cmqka, "ssa": builder.ssa, "scmrl": builder.scmrl}[block.kind]
-                p = attention(f"stages.{s}.{b}.attn.{m}", stage, m, b, streams[m], streams[block.key_modality(m)])
-                y = streams[m] + [p]  # Y = X + alpha * P
-                updated[m] = y + [builder.mlp(f"stages.{s}.{b}.mlp.{m}", stage, m, b, y)]  # Z = Y + M
-            streams = updated  # both directions read the block's inputs
-    builder.head(streams)
+    walk(model, builder)
     description = NetworkDescription(
         config.time_steps,
         tuple(builder.populations),

@@ -40,7 +40,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from export.nir_model import build_nir_graph, nir_population_name, summarise
+from export.nir_model import build_nir_graph, summarise
 from export.package_format import (
     ACTIVATION_SHIFT,
     DECAY_ONE,
@@ -115,16 +115,16 @@ def quantise(graph: nir.NIRGraph) -> dict[str, np.ndarray]:
 
 
 def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str, Any]:
-    """``energy.torch_probe``'s description with every population renamed to its NIR LIF node."""
-    from energy.accounting import description_to_dict, rename_populations
+    """``energy.torch_probe``'s description; its populations are the graph's LIF nodes by name
+    (both come from ``snnergy.topology.walk``), which is checked."""
+    from energy.accounting import description_to_dict
     from energy.torch_probe import describe_model
 
     description = describe_model(checkpoint.build_model())
-    rename = {p.name: nir_population_name(p.name) for p in description.populations}
-    missing = sorted(n for n in rename.values() if not isinstance(graph.nodes.get(n), nir.LIF))
+    missing = sorted(p.name for p in description.populations if not isinstance(graph.nodes.get(p.name), nir.LIF))
     if missing:
         raise RuntimeError(f"energy populations without a NIR LIF node: {missing[:5]}")
-    return description_to_dict(rename_populations(description, rename))
+    return description_to_dict(description)
 
 
 def write_lava_package(

@@ -19,10 +19,13 @@ inputs, so it must implement them (docs/export-nir.md):
   ``mean_N(F_s) * mean_T(F_t)``);
 * ``ssa_attention``: ``scale * (Q K^T) V`` per head (cross-modal SSA).
 
-Residual streams are sums of spike trains, some scaled by CMQKA's ``alpha``. A stream is
-kept as a list of (spike-source node, scale); a synaptic layer reading it becomes one conv
-node per distinct scale (weights times that scale; the bias only on the first), each fed
-by the sources of its scale, all into the same neuron (NIR sums incoming edges).
+The topology comes from ``snnergy.topology.walk`` (the walk the energy describer takes
+too), and every node is named by the module path of what it computes, so a population has
+the same name in PyTorch, NIR, the Lava package and the energy reports. Residual streams
+are sums of spike trains, some scaled by CMQKA's ``alpha`` (the walk's lists of (spike
+train, weight)); a synaptic layer reading one becomes one conv node per distinct scale
+(weights times that scale; the bias only on the first), each fed by the sources of its
+scale, all into the same neuron (NIR sums incoming edges).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import nir
 import numpy as np
 import torch
 from spikingjelly.activation_based import layer, neuron
+from torch import nn
 
 from export.nir_graph import (
     conv_node,
@@ -45,14 +49,14 @@ from export.nir_graph import (
 )
 from export.package_format import DT
 from snnergy.checkpoint import Checkpoint
-from snnergy.layers.block import MODALITIES, CrossModalBlock, SpikingMLP
+from snnergy.layers.block import MODALITIES, SpikingMLP
 from snnergy.layers.cmqka import CMQKAttention
 from snnergy.layers.projection import ConvBN2d, TokenProjection
 from snnergy.layers.spds import SPDS
 from snnergy.layers.ssa import CrossModalSSA
 from snnergy.model import SNNergy
+from snnergy.topology import Stream, walk
 
-Stream = list[tuple[str, float]]  # (spike-source node, scale)
 Shape = tuple[int, int, int]
 
 
@@ -68,9 +72,14 @@ def extension(op: str, shape: tuple[int, ...], **metadata) -> nir.NIRGraph:
 
 @dataclass
 class GraphBuilder:
+    """The visitor of ``snnergy.topology.walk`` that writes NIR nodes; every node named by the
+    module path of what it computes (a population by its neuron layer's path)."""
+
+    model: SNNergy
     dt: float = DT
     nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
+    shape_of: dict[str, Shape] = field(default_factory=dict)  # spike train -> its [C, H, W]
 
     def add(self, name: str, node: nir.NIRNode, *sources: str) -> str:
         if name in self.nodes:
@@ -106,34 +115,87 @@ class GraphBuilder:
         return names, out_shape
 
     def lif(self, name: str, module: neuron.LIFNode, shape: tuple[int, ...], sources: list[str]) -> str:
+        self.shape_of[name] = shape
         return self.add(name, lif_node(module, shape), *sources)
 
-    # -- blocks ------------------------------------------------------------------------
-    def spds(self, spds: SPDS, stream: Stream, shape: Shape, prefix: str) -> tuple[Stream, Shape]:
-        input_shape, current = shape, stream
-        for index, module in enumerate(spds.deep):
-            name = f"{prefix}.deep.{index}"
-            if isinstance(module, ConvBN2d):
-                sources, shape = self.conv_from(module, current, shape, name)
+    # -- the visitor of snnergy.topology.walk --------------------------------------------
+    def spds(self, path: str, module: SPDS, stage: str, modality: str, stream: Stream | None) -> str:
+        if stream is None:  # a stem: it reads the analog input
+            config = self.model.config
+            channels = config.audio_channels if modality == "audio" else config.video_channels
+            shape = (channels, config.image_size, config.image_size)
+            stream = [(self.add(f"input.{modality}", nir.Input(input_type=np.array(shape))), 1.0)]
+            self.shape_of[f"input.{modality}"] = shape
+        input_shape = shape = self.shape_of[stream[0][0]]
+        current = stream
+        for index, child in enumerate(module.deep):
+            name = f"{path}.deep.{index}"
+            if isinstance(child, ConvBN2d):
+                sources, shape = self.conv_from(child, current, shape, name)
                 deep_sources = sources
-            elif isinstance(module, neuron.LIFNode):
-                current = [(self.lif(name, module, shape, deep_sources), 1.0)]
-            elif isinstance(module, layer.MaxPool2d):
-                pool, gate, shape = spike_or_nodes(module, shape)
+            elif isinstance(child, neuron.LIFNode):
+                current = [(self.lif(name, child, shape, deep_sources), 1.0)]
+            elif isinstance(child, layer.MaxPool2d):
+                pool, gate, shape = spike_or_nodes(child, shape)
                 self.add(f"{name}.sum", pool, *(s for s, _ in current))
                 current = [(self.add(name, gate, f"{name}.sum"), 1.0)]
+                self.shape_of[name] = shape
             else:
-                raise ValueError(f"module '{name}' ({type(module).__name__}) has no NIR mapping")
-        shortcut, _ = self.conv_from(spds.shortcut, stream, input_shape, f"{prefix}.shortcut")
-        out = self.lif(f"{prefix}.out_lif", spds.out_lif, shape, deep_sources + shortcut)
-        return [(out, 1.0)], shape
+                raise ValueError(f"module '{name}' ({type(child).__name__}) has no NIR mapping")
+        shortcut, _ = self.conv_from(module.shortcut, stream, input_shape, f"{path}.shortcut")
+        return self.lif(f"{path}.out_lif", module.out_lif, shape, deep_sources + shortcut)
 
-    def mlp(self, mlp: SpikingMLP, stream: Stream, shape: Shape, prefix: str) -> str:
-        fc1, hidden = self.conv_from(mlp.fc1, stream, shape, f"{prefix}.fc1")
-        lif1 = self.lif(f"{prefix}.lif1", mlp.lif1, hidden, fc1)
-        fc2, out = self.conv_from(mlp.fc2, [(lif1, 1.0)], hidden, f"{prefix}.fc2")
-        return self.lif(f"{prefix}.lif2", mlp.lif2, out, fc2)
+    def attention(
+        self,
+        path: str,
+        module: nn.Module,
+        kind: str,
+        stage: str,
+        modality: str,
+        block: int,
+        query: Stream,
+        key: Stream,
+    ) -> str:
+        build = {"cmqka": self.cmqka, "ssa": self.ssa}[kind]
+        return build(module, query, key, self.shape_of[query[0][0]], path)
 
+    def mlp(self, path: str, module: SpikingMLP, stage: str, modality: str, block: int, stream: Stream) -> str:
+        shape = self.shape_of[stream[0][0]]
+        fc1, hidden = self.conv_from(module.fc1, stream, shape, f"{path}.fc1")
+        lif1 = self.lif(f"{path}.lif1", module.lif1, hidden, fc1)
+        fc2, out = self.conv_from(module.fc2, [(lif1, 1.0)], hidden, f"{path}.fc2")
+        return self.lif(f"{path}.lif2", module.lif2, out, fc2)
+
+    def head(self, streams: dict[str, Stream]) -> None:
+        """Mean over tokens per modality (AvgPool2d to ``[C, 1, 1]``), the linear head split by
+        modality as 1x1 convolutions (``[K, 1, 1]``), the mean over T, the ``output`` node. No
+        ``Flatten``: stock consumers turn NIR's per-sample ``Flatten(start_dim=0)`` into
+        ``torch.nn.Flatten(0)``, which flattens the batch too; a 1x1 convolution means the
+        same thing batched or not."""
+        shape = self.shape_of[streams[MODALITIES[0]][0][0]]
+        channels = shape[0]
+        weight = self.model.head.weight.detach().numpy().astype(np.float32)
+        bias = self.model.head.bias.detach().numpy().astype(np.float32)
+        parts = []
+        for index, m in enumerate(MODALITIES):
+            for group, scale in enumerate(dict.fromkeys(s for _, s in streams[m])):
+                pool = self.add(
+                    f"head.{m}.pool@scale{group}",
+                    nir.AvgPool2d(
+                        kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array((0, 0))
+                    ),
+                    *(source for source, s in streams[m] if s == scale),
+                )
+                w = weight[:, index * channels : (index + 1) * channels] * np.float32(scale)
+                b = bias if (index == 0 and group == 0) else np.zeros_like(bias)
+                parts.append(self.add(f"head.{m}.linear@scale{group}", _conv1x1(w, b), pool))
+        logits = weight.shape[0]
+        identity = _conv1x1(np.eye(logits, dtype=np.float32), np.zeros(logits, np.float32))
+        summed = self.add("head.logits_per_step", identity, *parts)
+        readout = self.add("head.readout", extension("time_mean", (logits, 1, 1)), summed)
+        self.add("output", nir.Output(output_type=np.array((logits, 1, 1))), readout)
+
+    # -- attention kinds ------------------------------------------------------------------
     def cmqka(self, attn: CMQKAttention, query: Stream, key: Stream, shape: Shape, prefix: str) -> str:
         channels, heads, grid = shape[0], attn.num_heads, shape[1:]
         features = {}
@@ -143,12 +205,10 @@ class GraphBuilder:
             qk, p = getattr(attn, pathway), f"{prefix}.{pathway}"
             q = self.lif(f"{p}.q_lif", qk.q_lif, shape, self.conv_from(qk.q_proj, query, shape, f"{p}.q_proj")[0])
             k = self.lif(f"{p}.k_lif", qk.k_lif, shape, self.conv_from(qk.k_proj, key, shape, f"{p}.k_proj")[0])
-            self.add(f"{p}.head_sum", head_sum_node(channels, heads, grid), q)
-            self.lif(f"{p}.attn_lif", getattr(attn, f"{pathway}_attn_lif"), (heads, *grid), [f"{p}.head_sum"])
-            self.add(f"{p}.mask_broadcast", head_broadcast_node(channels, heads, grid), f"{p}.attn_lif")
-            features[pathway] = self.add(
-                f"{p}.and", memoryless_threshold(shape, 1.5, "spike_and"), f"{p}.mask_broadcast", k
-            )
+            channel_sum = self.add(f"{p}_channel_sum", head_sum_node(channels, heads, grid), q)
+            mask = self.lif(f"{p}_attn_lif", getattr(attn, f"{pathway}_attn_lif"), (heads, *grid), [channel_sum])
+            broadcast = self.add(f"{p}_mask_broadcast", head_broadcast_node(channels, heads, grid), mask)
+            features[pathway] = self.add(f"{p}_features", memoryless_threshold(shape, 1.5, "spike_and"), broadcast, k)
         if len(features) == 2:
             spatial = self.add(f"{prefix}.fusion.spatial_mean", extension("token_mean", shape), features["spatial"])
             temporal = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
@@ -183,44 +243,6 @@ class GraphBuilder:
         out = self.conv_from(attn.out_proj, [(f"{prefix}.attn_lif", 1.0)], shape, f"{prefix}.out_proj")[0]
         return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
 
-    def block(self, block: CrossModalBlock, streams: dict[str, Stream], shape: Shape, prefix: str) -> dict[str, Stream]:
-        updated = {}
-        for m, other in (("audio", "video"), ("video", "audio")):
-            name = f"{prefix}.{m}"
-            build = self.cmqka if block.kind == "cmqka" else self.ssa
-            branch = build(block.attn[m], streams[m], streams[other], shape, f"{name}.attn")
-            weight = block.residual_weight(m)
-            alpha = float(weight.detach()) if hasattr(weight, "detach") else float(weight)
-            y = streams[m] + [(branch, alpha)]
-            updated[m] = y + [(self.mlp(block.mlp[m], y, shape, f"{name}.mlp"), 1.0)]
-        return updated
-
-    def head(self, model: SNNergy, streams: dict[str, Stream], shape: Shape) -> str:
-        """Mean over tokens per modality (AvgPool2d to ``[C, 1, 1]``), the linear head split by
-        modality as 1x1 convolutions (``[K, 1, 1]``). No ``Flatten``: stock consumers turn
-        NIR's per-sample ``Flatten(start_dim=0)`` into ``torch.nn.Flatten(0)``, which flattens
-        the batch too; a 1x1 convolution means the same thing batched or not."""
-        channels = shape[0]
-        weight = model.head.weight.detach().numpy().astype(np.float32)
-        bias = model.head.bias.detach().numpy().astype(np.float32)
-        parts = []
-        for index, m in enumerate(MODALITIES):
-            for group, scale in enumerate(dict.fromkeys(s for _, s in streams[m])):
-                pool = self.add(
-                    f"head.{m}.pool@scale{group}",
-                    nir.AvgPool2d(
-                        kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array((0, 0))
-                    ),
-                    *(source for source, s in streams[m] if s == scale),
-                )
-                w = weight[:, index * channels : (index + 1) * channels] * np.float32(scale)
-                b = bias if (index == 0 and group == 0) else np.zeros_like(bias)
-                parts.append(self.add(f"head.{m}.linear@scale{group}", _conv1x1(w, b), pool))
-        logits = weight.shape[0]
-        identity = _conv1x1(np.eye(logits, dtype=np.float32), np.zeros(logits, np.float32))
-        summed = self.add("head.logits_per_step", identity, *parts)
-        return self.add("head.readout", extension("time_mean", (logits, 1, 1)), summed)
-
 
 def _conv1x1(weight: np.ndarray, bias: np.ndarray) -> nir.Conv2d:
     """A linear map ``[C_in] -> [C_out]`` on ``[C_in, 1, 1]`` as a 1x1 convolution."""
@@ -245,24 +267,8 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
             f"(fusion={config.fusion}, modalities={config.modalities}, spiking={config.neuron.spiking}, "
             f"attention={config.attention})"
         )
-    builder = GraphBuilder(dt=dt)
-    size = config.image_size
-    streams, shapes = {}, {}
-    channels = {"audio": config.audio_channels, "video": config.video_channels}
-    for m in MODALITIES:
-        shape = (channels[m], size, size)
-        builder.add(f"input.{m}", nir.Input(input_type=np.array(shape)))
-        streams[m], shapes[m] = builder.spds(model.stem[m], [(f"input.{m}", 1.0)], shape, f"stem.{m}")
-    for index, blocks in enumerate(model.stages):
-        if index > 0:
-            for m in MODALITIES:
-                streams[m], shapes[m] = builder.spds(
-                    model.down[index - 1][m], streams[m], shapes[m], f"down{index}.{m}"
-                )
-        for b, block in enumerate(blocks):
-            streams = builder.block(block, streams, shapes["audio"], f"stage{index + 1}.{b}")
-    readout = builder.head(model, streams, shapes["audio"])
-    builder.add("output", nir.Output(output_type=np.array((config.num_classes, 1, 1))), readout)
+    builder = GraphBuilder(model, dt=dt)
+    walk(model, builder)
     return nir.NIRGraph(
         nodes=builder.nodes,
         edges=builder.edges,
@@ -277,27 +283,15 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
     )
 
 
-def nir_population_name(module_path: str) -> str:
-    """The NIR node of a spiking population named by its PyTorch module path (or, for AND
-    units, ``energy.torch_probe``'s ``<attn>.<pathway>_features``): the names this module writes."""
-    import re
-
-    parts = module_path.split(".")
-    if parts[0] == "down":
-        return ".".join([f"down{int(parts[1]) + 1}", *parts[2:]])
-    if parts[0] == "stages":
-        stage, block, part, modality, *rest = parts[1:]
-        rest = ".".join(rest)
-        rest = re.sub(r"^(spatial|temporal)_attn_lif$", r"\1.attn_lif", rest)
-        rest = re.sub(r"^(spatial|temporal)_features$", r"\1.and", rest)
-        return f"stage{int(stage) + 1}.{block}.{modality}.{part}.{rest}"
-    return module_path
-
-
 def stage_of(node_name: str) -> str:
-    """Report stage of a node: the downsampling SPDS belongs to the stage after it."""
-    head = node_name.split(".", 1)[0]
-    return {"down1": "stage2", "down2": "stage3", "input": "input", "output": "head"}.get(head, head)
+    """Report stage of a node (named by module path): the downsampling SPDS belongs to the
+    stage after it."""
+    parts = node_name.split(".")
+    if parts[0] == "stages":
+        return f"stage{int(parts[1]) + 1}"
+    if parts[0] == "down":
+        return f"stage{int(parts[1]) + 2}"
+    return {"input": "input", "output": "head"}.get(parts[0], parts[0])
 
 
 def summarise(graph: nir.NIRGraph) -> dict[str, dict[str, int]]:

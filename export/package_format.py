@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 FORMAT = "snnergy-lava-package"
-FORMAT_VERSION = 2  # 2: content hashes of the files and the model fingerprint
-KNOWN_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: content hashes and model fingerprint; 3: nodes named by module path
+KNOWN_VERSIONS = (3,)  # older packages name populations otherwise than the model and its reports
 MANIFEST = "manifest.json"
 GRAPH_FILE, ENERGY_FILE, FIXED_FILE = "model.nir", "energy.json", "fixed_point.npz"
 

@@ -235,16 +235,17 @@ def group_processes(plan: NetworkPlan, grouping: str) -> list[list[str]]:
 
     ``population``: every process alone (each population its own Lava process, as many
     OS processes as populations). ``block``: one group per block and modality, read off
-    the module path in the name up to its modality (``stage1.0.audio``, ``stem.video``,
-    ``down2.audio``, ``head``); a delay joins the process it delays. Every Lava process
-    costs a synchronisation round trip per step: tiny has 108 processes, 17 blocks.
+    the module path that names every node: up to its modality, a fusion block's attention
+    and MLP together (``stages.0.0.audio``, ``stem.video``, ``down.1.audio``, ``head``); a
+    delay joins the process it delays. Every Lava process costs a synchronisation round
+    trip per step: tiny has 108 processes, 17 blocks.
     """
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
     modalities = set(plan.input_nodes)
 
     def block(name: str) -> str:
-        parts = name.split("@", 1)[0].split(".")
+        parts = [part for part in name.split("@", 1)[0].split(".") if part not in ("attn", "mlp")]
         for index, part in enumerate(parts):
             if part in modalities:
                 return ".".join(parts[: index + 1])

@@ -99,9 +99,8 @@ def _check_belongs_together(package: Any, description: Any, reference: Path) -> 
 def pytorch_reference(
     checkpoint_path: Path, audio: np.ndarray, video: np.ndarray, batch_size: int = 32
 ) -> tuple[np.ndarray, dict[str, np.ndarray], Any]:
-    """Logits and spike trains (NIR population names, ``[samples, T, ...]``) of the PyTorch model."""
+    """Logits and spike trains (``[samples, T, ...]`` per population) of the PyTorch model."""
     from energy.torch_probe import SpikeProbe, describe_model
-    from export.nir_model import nir_population_name
     from snnergy.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint_path).build_model().eval()
@@ -112,7 +111,7 @@ def pytorch_reference(
             a = torch.from_numpy(audio[start : start + batch_size]).float()
             v = torch.from_numpy(video[start : start + batch_size]).float()
             logits.append(model(a, v))
-    trains = {nir_population_name(name): train.numpy() for name, train in probe.spike_trains().items()}
+    trains = {name: train.numpy() for name, train in probe.spike_trains().items()}  # NIR names are module paths
     return torch.cat(logits).numpy(), trains, probe.spike_counts()
 
 

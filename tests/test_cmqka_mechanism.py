@@ -142,7 +142,7 @@ def test_ssa_scale_is_a_learnable_parameter_that_exports_as_its_value(tmp_path):
     with torch.no_grad():
         model.stages[2][0].attn["video"].scale.fill_(0.3)
     graph = build_nir_graph(from_model(model))
-    assert graph.nodes["stage3.0.video.attn.attention"].metadata["scale"] == pytest.approx(0.3)
+    assert graph.nodes["stages.2.0.attn.video.attention"].metadata["scale"] == pytest.approx(0.3)
 
 
 def test_each_ablation_does_what_it_names_and_is_undone():

@@ -54,7 +54,7 @@ def test_quantised_weights_are_the_float_weights_over_tau(package):
     _, out = package
     graph = nir.read(out / "model.nir")
     arrays = np.load(out / "fixed_point.npz")
-    target, source = "stage1.0.audio.mlp.lif1", "stage1.0.audio.mlp.fc1"
+    target, source = "stages.0.0.mlp.audio.lif1", "stages.0.0.mlp.audio.fc1"
     scale = int(arrays[f"{target}/scale"])
     dequantised = arrays[f"{target}/in/{source}/weight_mant"] / scale
     expected = np.asarray(graph.nodes[source].weight) / 2.0  # tau = 2 steps

@@ -62,26 +62,26 @@ def test_residual_alpha_scales_a_copy_of_the_reading_layer():
     checkpoint = checkpoint_for()
     alpha = float(checkpoint.state_dict["stages.0.0.alpha.video"])
     graph = build_nir_graph(checkpoint)
-    plain, scaled = graph.nodes["stage1.0.video.mlp.fc1"], graph.nodes["stage1.0.video.mlp.fc1@scale1"]
+    plain, scaled = graph.nodes["stages.0.0.mlp.video.fc1"], graph.nodes["stages.0.0.mlp.video.fc1@scale1"]
     assert np.allclose(scaled.weight, plain.weight * alpha) and not scaled.bias.any()
     edges = set(graph.edges)
-    assert ("stage1.0.video.attn.out_lif", "stage1.0.video.mlp.fc1@scale1") in edges
-    assert ("stem.video.out_lif", "stage1.0.video.mlp.fc1") in edges
+    assert ("stages.0.0.attn.video.out_lif", "stages.0.0.mlp.video.fc1@scale1") in edges
+    assert ("stem.video.out_lif", "stages.0.0.mlp.video.fc1") in edges
     assert {
-        ("stage1.0.video.mlp.fc1", "stage1.0.video.mlp.lif1"),
-        ("stage1.0.video.mlp.fc1@scale1", "stage1.0.video.mlp.lif1"),
+        ("stages.0.0.mlp.video.fc1", "stages.0.0.mlp.video.lif1"),
+        ("stages.0.0.mlp.video.fc1@scale1", "stages.0.0.mlp.video.lif1"),
     } <= edges
 
 
 def test_extension_operations_are_named_with_their_operands():
     graph = build_nir_graph(checkpoint_for())
-    product = graph.nodes["stage1.0.audio.attn.fusion.product"]
+    product = graph.nodes["stages.0.0.attn.audio.fusion.product"]
     assert product.metadata["snnergy_op"] == "product"
     assert list(product.metadata["operands"]) == [
-        "stage1.0.audio.attn.fusion.spatial_mean",
-        "stage1.0.audio.attn.fusion.temporal_mean",
+        "stages.0.0.attn.audio.fusion.spatial_mean",
+        "stages.0.0.attn.audio.fusion.temporal_mean",
     ]
-    ssa = graph.nodes["stage3.0.video.attn.attention"]
+    ssa = graph.nodes["stages.2.0.attn.video.attention"]
     assert ssa.metadata["snnergy_op"] == "ssa_attention" and ssa.metadata["heads"] == 8
     assert graph.nodes["head.readout"].metadata["snnergy_op"] == "time_mean"
     ops = {n.metadata.get("snnergy_op") for n in graph.nodes.values() if isinstance(n, nir.NIRGraph)}

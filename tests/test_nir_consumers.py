@@ -114,7 +114,7 @@ def test_nirtorch_runs_a_whole_spds_block_with_its_branch_sum(whole):
 
 @pytest.mark.parametrize("consumer", [norse_module, nirtorch_module], ids=["norse", "nirtorch"])
 def test_consumers_run_a_spiking_mlp_layer_like_the_reference(whole, consumer):
-    got, expected = run_part(whole, ["stage1.0.audio.mlp.fc2", "stage1.0.audio.mlp.lif2"], consumer)
+    got, expected = run_part(whole, ["stages.0.0.mlp.audio.fc2", "stages.0.0.mlp.audio.lif2"], consumer)
     assert agreement(got, expected) >= 0.9999
 
 
