@@ -9,6 +9,8 @@ the PyTorch model in tests/test_export_nir_model.py.
 
 from __future__ import annotations
 
+import json
+
 import nir
 import numpy as np
 import pytest
@@ -159,3 +161,64 @@ def test_the_head_runs_batched_in_stock_consumers(whole, consumer):
     got, expected = run_part(whole, ["head.audio.linear@scale0"], consumer)
     assert got.shape == expected.shape and got.shape[1] == 2  # [T, batch, K, 1, 1]
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def small_graph():
+    model = build_model(load_preset("tiny", image_size=16, embed_dim=16, time_steps=2), seed=0)
+    for module in model.modules():  # biases that make every layer fire
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.bias.data.fill_(0.5)
+    return build_nir_graph(from_model(model.eval(), [str(i) for i in range(10)]))
+
+
+def random_inputs(graph: nir.NIRGraph, samples: int = 2) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return {
+        name: torch.rand((2, samples, *(int(d) for d in node.output_type["output"])), generator=generator) * 2
+        for name, node in graph.nodes.items()
+        if isinstance(node, nir.Input)
+    }
+
+
+def test_nir_check_runs_every_part_nirtorch_can_take_and_it_agrees(small_graph):
+    from export.nir_check import check_consumer, format_matrix
+
+    report = check_consumer(small_graph, "nirtorch", random_inputs(small_graph))
+    assert {"Conv2d", "LIF", "SumPool2d", "AvgPool2d"} <= set(report.supported_types)
+    assert "Delay" in report.unsupported_types  # nirtorch 2.6 maps no Delay node
+    assert all(part.ran for part in report.parts)
+    parts_nodes = [name for part in report.parts for name in part.nodes]
+    assert len(parts_nodes) == len(set(parts_nodes))  # every node in one part at most
+    assert not any(isinstance(small_graph.nodes[name], nir.NIRGraph) for name in parts_nodes)  # no extension
+    spikes = [a for part in report.parts for a in part.spike_agreement.values()]
+    assert len(spikes) > 20 and min(spikes) == 1.0
+    assert max(d for part in report.parts for d in part.max_abs_difference.values()) < 1e-5
+    assert "| Delay |" in format_matrix([report], small_graph)
+
+
+def test_nir_check_shows_norse_returning_the_shortcut_for_a_branch_merge(small_graph):
+    """norse 1.1 runs a stem (deep branch + shortcut into one neuron) but hands back the
+    shortcut convolution's values as the part's output: the check must show that, not hide it."""
+    from export.nir_check import check_consumer
+
+    report = check_consumer(small_graph, "norse", random_inputs(small_graph))
+    stem = next(part for part in report.parts if part.nodes[0] == "stem.audio.deep.0")
+    assert stem.ran and stem.spike_agreement["stem.audio.out_lif"] < 0.5
+    single = [a for part in report.parts if "stem" not in part.nodes[0] for a in part.spike_agreement.values()]
+    assert single and min(single) == 1.0  # single-path parts agree exactly
+
+
+def test_nir_check_command_reports_and_refuses_a_missing_file(tmp_path, small_graph, capsys):
+    from snnergy.cli import main
+
+    nir.write(tmp_path / "m.nir", small_graph)
+    assert (
+        main(["nir-check", str(tmp_path / "m.nir"), "--consumer", "nirtorch", "--json", str(tmp_path / "c.json")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "| Conv2d |" in out and "**nirtorch**" in out
+    document = json.loads((tmp_path / "c.json").read_text())
+    assert document["consumers"][0]["consumer"] == "nirtorch" and document["consumers"][0]["nodes_run"] > 50
+    assert main(["nir-check", str(tmp_path / "none.nir")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -277,6 +277,29 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nir_check(args: argparse.Namespace) -> int:
+    import json
+
+    from snnergy.interop import check_nir_file
+
+    check_output(args.json, "report", [args.file])
+    document, matrix = check_nir_file(
+        args.file,
+        args.consumer,
+        args.samples,
+        args.dataset,
+        args.split,
+        args.data_root,
+        args.cache_dir,
+        dataset_options(args) or None,
+    )
+    print(matrix)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(document, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -430,6 +453,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", type=Path, help="write predictions, agreement, spikes per population and energy as JSON"
     )
     simulate.set_defaults(func=cmd_simulate)
+
+    check = sub.add_parser(
+        "nir-check",
+        help="run an exported .nir part by part in stock NIR consumers (nirtorch, norse) against our reference",
+        description="Split the graph into the largest parts a consumer can build (node types tried one by one; "
+        "our extension subgraphs never included), run each on the reference executor's values of its inputs, and "
+        "report the spike agreement (neurons) and largest difference (real values) of its output, or the "
+        "consumer's error. Prints the interop matrix (docs/export-nir.md).",
+    )
+    check.add_argument("file", type=Path, help="a .nir file (snnergy-export --target nir)")
+    check.add_argument(
+        "--consumer",
+        nargs="+",
+        choices=("nirtorch", "norse"),
+        default=["nirtorch", "norse"],
+        help="consumers to run (default: both)",
+    )
+    add_data_arguments(check)
+    check.add_argument("--split", default="test", help="split whose first samples are the inputs (default: test)")
+    check.add_argument("--samples", type=int, default=8, help="samples run (default: %(default)s)")
+    check.add_argument("--json", type=Path, help="write every part's result as JSON")
+    check.set_defaults(func=cmd_nir_check)
 
     benchmark = sub.add_parser(
         "benchmark",
