@@ -2,11 +2,11 @@
 
 Built from the primitives of ``export.nir_graph`` (BN folded, LIF mapped exactly, spike
 max-pool as OR, CMQKA masks and ANDs as fixed convs and threshold units). Three things
-NIR has no primitive for go into *extension subgraphs*: ``NIRGraph`` nodes holding an
-``Input -> Output`` pair whose metadata names the operation (``snnergy_op``) and, where
-the operation has several operands, the incoming edges in order (``operands``). Stock
-``nir.read`` loads them; a consumer that does not know ``snnergy_op`` would sum their
-inputs, so it must implement them (docs/export-nir.md):
+NIR has no primitive for go into *extension subgraphs*: ``NIRGraph`` nodes whose metadata
+names the operation (``snnergy_op``) and, where the operation has several operands, the
+incoming edges in order (``operands``), holding ``Input -> Threshold(NaN) -> Output``.
+Stock ``nir.read`` loads them; a consumer that does not know ``snnergy_op`` fails on the
+inner ``Threshold`` instead of running them as something else (docs/export-nir.md):
 
 * ``token_mean``: mean over the tokens of each channel, broadcast back to every token
   (CMQKA's ``mean_N(F_s)``). It is a fixed linear map, but the depthwise conv that would
@@ -61,11 +61,19 @@ Shape = tuple[int, int, int]
 
 
 def extension(op: str, shape: tuple[int, ...], **metadata) -> nir.NIRGraph:
-    """An operation NIR lacks, as a loadable ``Input -> Output`` subgraph named by metadata."""
+    """An operation NIR lacks, as a loadable subgraph named by metadata (``snnergy_op``).
+
+    Inside: ``Input -> Threshold(NaN) -> Output``, a tripwire. Our reference executor and
+    Lava runtime read the metadata and never run the inside; a stock consumer that does
+    not know ``snnergy_op`` runs the inside instead, and fails loudly: nirtorch 2.6 and
+    norse 1.1 map no ``Threshold`` and refuse the graph, and one that did would output
+    NaN. An empty ``Input -> Output`` inside would be run as the identity, silently wrong.
+    """
     typed = np.array(shape)
+    tripwire = nir.Threshold(threshold=np.full(shape, np.nan, dtype=np.float32))
     return nir.NIRGraph(
-        nodes={"input": nir.Input(input_type=typed), "output": nir.Output(output_type=typed)},
-        edges=[("input", "output")],
+        nodes={"input": nir.Input(input_type=typed), "unsupported": tripwire, "output": nir.Output(output_type=typed)},
+        edges=[("input", "unsupported"), ("unsupported", "output")],
         metadata={"snnergy_op": op, **metadata},
     )
 
