@@ -458,9 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
         "nir-check",
         help="run an exported .nir part by part in stock NIR consumers (nirtorch, norse) against our reference",
         description="Split the graph into the largest parts a consumer can build (node types tried one by one; "
-        "our extension subgraphs never included), run each on the reference executor's values of its inputs, and "
-        "report the spike agreement (neurons) and largest difference (real values) of its output, or the "
-        "consumer's error. Prints the interop matrix (docs/export-nir.md).",
+        "our extension subgraphs, which they refuse, never included), run each on the reference executor's "
+        "values of its inputs, and report the spike agreement (neurons) and largest difference (real values) of "
+        "its output, or the consumer's error. Prints the interop matrix (docs/export-nir.md).",
     )
     check.add_argument("file", type=Path, help="a .nir file (snnergy-export --target nir)")
     check.add_argument(
