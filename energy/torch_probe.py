@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from energy.accounting import LayerInput, NetworkDescription, Population, SpikeCounts, SynapticLayer
 from snnergy.layers.projection import ConvBN2d
 from snnergy.model import SNNergy
-from snnergy.topology import Stream, walk
+from snnergy.topology import Site, Stream, walk
 
 _TRACED = (nn.Conv1d, nn.Conv2d, nn.MaxPool2d, neuron.BaseNode, nn.ReLU, nn.Linear)
 _UNITS = (neuron.BaseNode, nn.ReLU)  # spiking neurons, or the ANN counterpart's ReLUs
@@ -173,9 +173,9 @@ class _Builder:
 
     # ------------------------------------------------------------------ SPDS
     # ------------------------------------------------------------------ the visitor of snnergy.topology.walk
-    def spds(self, prefix: str, module: nn.Module, stage: str, modality: str, stream: Stream | None) -> str:
+    def spds(self, site: Site, stream: Stream | None) -> str:
         """Stem / downsampling SPDS; ``stream`` None means it reads the analog input."""
-        spds = module
+        spds, prefix, stage, modality = site.module, site.path, site.stage, site.modality
         reads = f"{modality} input (real-valued)"
         stream = None if stream is None else _trains(stream)
         current = stream
@@ -197,21 +197,12 @@ class _Builder:
         return self.population(f"{prefix}.out_lif", stage, "spds", modality)
 
     # ------------------------------------------------------------------ attention
-    def attention(
-        self,
-        path: str,
-        module: nn.Module,
-        kind: str,
-        stage: str,
-        modality: str,
-        block: int,
-        query: Stream,
-        key: Stream,
-    ) -> str:
-        build = {"cmqka": self.cmqka, "ssa": self.ssa, "scmrl": self.scmrl}[kind]
-        return build(path, stage, modality, block, _trains(query), _trains(key))
+    def attention(self, site: Site, query: Stream, key: Stream) -> str:
+        build = {"cmqka": self.cmqka, "ssa": self.ssa, "scmrl": self.scmrl}[site.kind]
+        return build(site.path, site.stage, site.modality, site.block, _trains(query), _trains(key))
 
-    def mlp(self, path: str, module: nn.Module, stage: str, modality: str, block: int, stream: Stream) -> str:
+    def mlp(self, site: Site, stream: Stream) -> str:
+        path, stage, modality, block = site.path, site.stage, site.modality, site.block
         self.synaptic(f"{path}.fc1", stage, modality, _trains(stream))
         hidden = self.population(f"{path}.lif1", stage, "mlp1", modality, block=block)
         self.synaptic(f"{path}.fc2", stage, modality, [hidden])

@@ -37,7 +37,6 @@ import nir
 import numpy as np
 import torch
 from spikingjelly.activation_based import layer, neuron
-from torch import nn
 
 from export.nir_graph import (
     conv_node,
@@ -49,13 +48,12 @@ from export.nir_graph import (
 )
 from export.package_format import DT
 from snnergy.checkpoint import Checkpoint
-from snnergy.layers.block import MODALITIES, SpikingMLP
+from snnergy.layers.block import MODALITIES
 from snnergy.layers.cmqka import CMQKAttention
 from snnergy.layers.projection import ConvBN2d, TokenProjection
-from snnergy.layers.spds import SPDS
 from snnergy.layers.ssa import CrossModalSSA
 from snnergy.model import SNNergy
-from snnergy.topology import Stream, walk
+from snnergy.topology import Site, Stream, walk
 
 Shape = tuple[int, int, int]
 
@@ -127,7 +125,8 @@ class GraphBuilder:
         return self.add(name, lif_node(module, shape), *sources)
 
     # -- the visitor of snnergy.topology.walk --------------------------------------------
-    def spds(self, path: str, module: SPDS, stage: str, modality: str, stream: Stream | None) -> str:
+    def spds(self, site: Site, stream: Stream | None) -> str:
+        path, module, modality = site.path, site.module, site.modality
         if stream is None:  # a stem: it reads the analog input
             config = self.model.config
             channels = config.audio_channels if modality == "audio" else config.video_channels
@@ -153,21 +152,12 @@ class GraphBuilder:
         shortcut, _ = self.conv_from(module.shortcut, stream, input_shape, f"{path}.shortcut")
         return self.lif(f"{path}.out_lif", module.out_lif, shape, deep_sources + shortcut)
 
-    def attention(
-        self,
-        path: str,
-        module: nn.Module,
-        kind: str,
-        stage: str,
-        modality: str,
-        block: int,
-        query: Stream,
-        key: Stream,
-    ) -> str:
-        build = {"cmqka": self.cmqka, "ssa": self.ssa}[kind]
-        return build(module, query, key, self.shape_of[query[0][0]], path)
+    def attention(self, site: Site, query: Stream, key: Stream) -> str:
+        build = {"cmqka": self.cmqka, "ssa": self.ssa}[site.kind]
+        return build(site.module, query, key, self.shape_of[query[0][0]], site.path)
 
-    def mlp(self, path: str, module: SpikingMLP, stage: str, modality: str, block: int, stream: Stream) -> str:
+    def mlp(self, site: Site, stream: Stream) -> str:
+        path, module = site.path, site.module
         shape = self.shape_of[stream[0][0]]
         fc1, hidden = self.conv_from(module.fc1, stream, shape, f"{path}.fc1")
         lif1 = self.lif(f"{path}.lif1", module.lif1, hidden, fc1)
