@@ -147,3 +147,15 @@ def head_broadcast_node(channels: int, heads: int, grid: tuple[int, int]) -> nir
     return nir.Conv2d(
         input_shape=grid, weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(channels, np.float32)
     )
+
+
+def token_mean_node(grid: tuple[int, int]) -> tuple[nir.AvgPool2d, float]:
+    """CMQKA's ``mean_N`` (each channel's mean over the token grid, at every token) in standard
+    NIR: an ``AvgPool2d`` whose ``2H-1 x 2W-1`` window, zero-padded by ``H-1, W-1``, covers the
+    whole grid from every position. It yields the mean times ``N / window``; the returned gain
+    ``window / N`` restores the mean and folds into whatever reads it."""
+    height, width = grid
+    kernel = np.array((2 * height - 1, 2 * width - 1))
+    node = nir.AvgPool2d(kernel_size=kernel, stride=np.array((1, 1)), padding=np.array((height - 1, width - 1)))
+    node.metadata["snnergy_role"] = "token_mean"  # for runtimes that run it as one process; consumers ignore it
+    return node, float(kernel[0] * kernel[1]) / (height * width)

@@ -1,17 +1,14 @@
 """The whole SNNergy network as one NIR graph (``snnergy-export --target nir``).
 
 Built from the primitives of ``export.nir_graph`` (BN folded, LIF mapped exactly, spike
-max-pool as OR, CMQKA masks and ANDs as fixed convs and threshold units). Three things
+max-pool as OR, CMQKA masks and ANDs as fixed convs and threshold units, CMQKA's
+``mean_N`` as an ``AvgPool2d`` whose window covers the whole token grid). Three things
 NIR has no primitive for go into *extension subgraphs*: ``NIRGraph`` nodes whose metadata
 names the operation (``snnergy_op``) and, where the operation has several operands, the
 incoming edges in order (``operands``), holding ``Input -> Threshold(NaN) -> Output``.
 Stock ``nir.read`` loads them; a consumer that does not know ``snnergy_op`` fails on the
 inner ``Threshold`` instead of running them as something else (docs/export-nir.md):
 
-* ``token_mean``: mean over the tokens of each channel, broadcast back to every token
-  (CMQKA's ``mean_N(F_s)``). It is a fixed linear map, but the depthwise conv that would
-  express it fails NIR 1.0.8's type inference (which ignores ``groups``) and a dense
-  conv would weigh hundreds of MB at D=192;
 * ``time_mean``: mean over the T timesteps of a sample (CMQKA's ``mean_T(F_t)``, and the
   readout of the per-step logits); its output exists only after the last step, which a
   streaming runtime handles as T steps of pipeline latency;
@@ -45,6 +42,7 @@ from export.nir_graph import (
     lif_node,
     memoryless_threshold,
     spike_or_nodes,
+    token_mean_node,
 )
 from export.package_format import DT
 from snnergy.checkpoint import Checkpoint
@@ -207,15 +205,19 @@ class GraphBuilder:
             mask = self.lif(f"{p}_attn_lif", getattr(attn, f"{pathway}_attn_lif"), (heads, *grid), [channel_sum])
             broadcast = self.add(f"{p}_mask_broadcast", head_broadcast_node(channels, heads, grid), mask)
             features[pathway] = self.add(f"{p}_features", memoryless_threshold(shape, 1.5, "spike_and"), broadcast, k)
+        token_mean, restore = token_mean_node(grid)  # mean_N as a standard AvgPool2d, scaled by 1 / restore
         if len(features) == 2:
-            spatial = self.add(f"{prefix}.fusion.spatial_mean", extension("token_mean", shape), features["spatial"])
+            spatial = self.add(f"{prefix}.fusion.spatial_mean", token_mean, features["spatial"])
             temporal = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
-            product = extension("product", shape, operands=[spatial, temporal], scale=attn.fusion.scale)
+            scale = attn.fusion.scale * restore
+            product = extension("product", shape, operands=[spatial, temporal], scale=scale)
             fused, gain = self.add(f"{prefix}.fusion.product", product, spatial, temporal), 1.0
-        else:  # a single pathway keeps its pooling (snnergy.layers.cmqka); the gain folds into W_o
-            ((pathway, feature),) = features.items()
-            op, label = ("token_mean", "spatial_mean") if pathway == "spatial" else ("time_mean", "temporal_mean")
-            fused, gain = self.add(f"{prefix}.fusion.{label}", extension(op, shape), feature), attn.fusion.scale
+        elif "spatial" in features:  # a single pathway keeps its pooling (snnergy.layers.cmqka); gains fold into W_o
+            fused = self.add(f"{prefix}.fusion.spatial_mean", token_mean, features["spatial"])
+            gain = attn.fusion.scale * restore
+        else:
+            fused = self.add(f"{prefix}.fusion.temporal_mean", extension("time_mean", shape), features["temporal"])
+            gain = attn.fusion.scale
         out = self.conv_from(attn.out_proj, [(fused, gain)], shape, f"{prefix}.out_proj")[0]
         return self.lif(f"{prefix}.out_lif", attn.out_lif, shape, out)
 
@@ -276,7 +278,7 @@ def build_nir_graph(checkpoint: Checkpoint, dt: float = DT) -> nir.NIRGraph:
             "time_steps": config.time_steps,
             "model_config": json.dumps(config.to_dict()),
             "class_names": list(checkpoint.class_names),
-            "extensions": ["token_mean", "time_mean", "product", "ssa_attention"],
+            "extensions": ["time_mean", "product", "ssa_attention"],
         },
     )
 

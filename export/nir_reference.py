@@ -82,13 +82,31 @@ def synaptic(node: nir.NIRNode, frames: torch.Tensor) -> torch.Tensor:
         return F.conv2d(frames, param(node.weight), bias, stride, padding, dilation, int(node.groups))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         kernel, stride = tuple(int(k) for k in node.kernel_size), tuple(int(s) for s in node.stride)
-        pooled = F.avg_pool2d(frames, kernel, stride)
+        padding = tuple(int(p) for p in np.broadcast_to(node.padding, 2))
+        pooled = F.avg_pool2d(frames, kernel, stride, padding, count_include_pad=True)  # zeros padded, as NIR
         return pooled * (kernel[0] * kernel[1]) if isinstance(node, nir.SumPool2d) else pooled
     if isinstance(node, nir.Flatten):
         return frames.flatten(1 + int(node.start_dim))
     if isinstance(node, nir.Affine):
         return frames @ param(node.weight).T + param(node.bias)
     raise ValueError(f"no reference semantics for NIR node type {type(node).__name__}")
+
+
+def token_mean_divisor(node: nir.NIRNode, grid: tuple[int, int]) -> int | None:
+    """The window area of an ``AvgPool2d`` that sums the whole ``grid`` at every position
+    (kernel ``2H-1 x 2W-1``, padding ``H-1, W-1``, stride 1: each output is the grid's sum
+    over that area, i.e. the token mean times ``N / area``) and that SNNergy marked as CMQKA's
+    ``mean_N`` (``metadata["snnergy_role"]``); None for any other node. The Lava runtime runs
+    it as one ``TokenMean`` process; every other consumer runs the standard AvgPool2d."""
+    if not isinstance(node, nir.AvgPool2d) or node.metadata.get("snnergy_role") != "token_mean":
+        return None  # (on a 1x1 grid any 1x1 pool would match the shape test below)
+    height, width = (int(v) for v in grid)
+    kernel, stride, padding = (
+        tuple(int(v) for v in np.broadcast_to(a, 2)) for a in (node.kernel_size, node.stride, node.padding)
+    )
+    if kernel != (2 * height - 1, 2 * width - 1) or stride != (1, 1) or padding != (height - 1, width - 1):
+        return None
+    return kernel[0] * kernel[1]
 
 
 def _synaptic(node: nir.NIRNode, x: torch.Tensor) -> torch.Tensor:
@@ -140,9 +158,6 @@ def _extension(node: nir.NIRGraph, name: str, sources: dict[str, torch.Tensor]) 
     op = node.metadata["snnergy_op"]
     names = node.metadata.get("operands", list(sources))
     operands = [sources[n.decode() if isinstance(n, bytes) else str(n)] for n in names]  # HDF5 gives bytes
-    if op == "token_mean":
-        (x,) = operands
-        return x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
     if op == "time_mean":
         (x,) = operands
         return x.mean(dim=0, keepdim=True).expand_as(x)

@@ -126,7 +126,8 @@ class PyTokenMeanFloat(_FloatIO, _Unary):
     pass
 
     def compute(self, x: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(x.astype(np.float32).mean(axis=(-2, -1), keepdims=True), x.shape)
+        total = x.astype(np.float32).sum(axis=(-2, -1), keepdims=True)
+        return np.broadcast_to(total / np.float32(self.proc_params["divisor"]), x.shape)
 
 
 @_model(TokenMean, "fixed_pt")
@@ -134,9 +135,9 @@ class PyTokenMeanFixed(_FixedIO, _Unary):
     pass
 
     def compute(self, x: np.ndarray) -> np.ndarray:
-        tokens = x.shape[-1] * x.shape[-2]
+        divisor = int(self.proc_params["divisor"])
         total = x.astype(np.int64).sum(axis=(-2, -1), keepdims=True)
-        return np.broadcast_to((total * ONE + tokens // 2) // tokens, x.shape).astype(np.int32)
+        return np.broadcast_to((total * ONE + divisor // 2) // divisor, x.shape).astype(np.int32)
 
 
 class _TimeMeanBase(_Base):

@@ -167,7 +167,7 @@ class _Builder:
             elif kind == "lif":
                 proc = self._lif(plan, shape)
             elif kind == "token_mean":
-                proc = P.TokenMean(shape=shape, name=plan.name)
+                proc = P.TokenMean(shape=shape, divisor=int(plan.params["divisor"]), name=plan.name)
             elif kind == "time_mean":
                 proc = P.TimeMean(
                     shape=shape,

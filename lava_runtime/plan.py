@@ -11,8 +11,9 @@ Grouping, and why each keeps the Loihi-style semantics:
   currents are summed (NIR's fan-in sum) before the neuron update of the same step;
 * the readout's chains (pool -> flatten -> linear, not into a neuron) stay synapse
   processes;
-* one **process per extension node** (``token_mean``, ``time_mean``, ``product``,
-  ``ssa_attention``);
+* one **process per extension node** (``time_mean``, ``product``, ``ssa_attention``), and
+  one ``token_mean`` process per whole-grid ``AvgPool2d`` (CMQKA's ``mean_N``: the grid's
+  sum over the window area);
 * **batch lanes**: every process holds ``lanes`` independent copies of its units, one
   per sample of a batch, as replicating a network over cores would. No unit reads
   another lane, so each lane runs exactly the single-sample network.
@@ -35,7 +36,7 @@ import nir
 import numpy as np
 import torch
 
-from export.nir_reference import delay_steps, run_graph, topological_order
+from export.nir_reference import delay_steps, run_graph, token_mean_divisor, topological_order
 from export.package_format import DT
 
 SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)
@@ -106,6 +107,13 @@ def build_plan(graph: nir.NIRGraph, time_steps: int) -> NetworkPlan:
             continue
         if isinstance(node, nir.Output):
             (output,) = (process_of[s] for s in node_sources)
+            continue
+        divisor = token_mean_divisor(node, tuple(shapes[name][-2:]))
+        if divisor is not None:  # CMQKA's mean_N, a whole-grid AvgPool2d: one process, not a synapse chain
+            processes[name] = ProcessPlan(
+                name, "token_mean", shapes[name], 0, [process_of[s] for s in node_sources], [name], {"divisor": divisor}
+            )
+            process_of[name] = name
             continue
         if isinstance(node, SYNAPTIC):
             (single,) = node_sources if len(node_sources) == 1 else (None,)

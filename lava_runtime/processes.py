@@ -51,10 +51,11 @@ class Synapses(AbstractProcess):
 
 
 class TokenMean(AbstractProcess):
-    """``mean_N``: each channel's mean over the token grid, broadcast back to every token."""
+    """``mean_N`` as the graph writes it: each channel's sum over the token grid divided by
+    ``divisor`` (the whole-grid AvgPool2d's window area), broadcast back to every token."""
 
-    def __init__(self, *, shape: tuple[int, ...], name: str | None = None):
-        super().__init__(shape=shape, name=name)
+    def __init__(self, *, shape: tuple[int, ...], divisor: int, name: str | None = None):
+        super().__init__(shape=shape, divisor=divisor, name=name)
         self.s_in = InPort(shape=shape)
         self.a_out = OutPort(shape=shape)
 

@@ -32,7 +32,7 @@ def test_manifest_names_everything_the_runtime_needs(package):
     assert manifest["model_config"] == checkpoint.model_config.to_dict()
     assert manifest["class_names"] == ["x", "y", "z"] and manifest["time_steps"] == 2
     assert manifest["inputs"] == {"audio": [1, 16, 16], "video": [3, 16, 16]}
-    assert set(manifest["extensions"]) == {"token_mean", "time_mean", "product", "ssa_attention"}
+    assert set(manifest["extensions"]) == {"time_mean", "product", "ssa_attention"}
     assert manifest["quantisation"]["fixed_point"] is True and "lava-nc" in manifest["versions"]
     graph = nir.read(out / manifest["files"]["graph"])
     assert "output" in graph.nodes

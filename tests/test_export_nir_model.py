@@ -5,6 +5,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
+import torch
 from spikingjelly.activation_based import neuron
 
 from export.nir_model import build_nir_graph, export_nir
@@ -85,7 +86,22 @@ def test_extension_operations_are_named_with_their_operands():
     assert ssa.metadata["snnergy_op"] == "ssa_attention" and ssa.metadata["heads"] == 8
     assert graph.nodes["head.readout"].metadata["snnergy_op"] == "time_mean"
     ops = {n.metadata.get("snnergy_op") for n in graph.nodes.values() if isinstance(n, nir.NIRGraph)}
-    assert ops == {"token_mean", "time_mean", "product", "ssa_attention"}
+    assert ops == {"time_mean", "product", "ssa_attention"}  # mean_N is standard NIR (next test)
+
+
+def test_token_mean_is_a_standard_avgpool_whose_gain_folds_into_the_product():
+    """mean_N(F_s) as NIR's own AvgPool2d (window 2H-1 over zero padding H-1: the grid's sum
+    at every token, divided by the window), run here by torch's avg_pool2d as any consumer
+    would; times the product's scale it gives the model's mean_N x 100 exactly."""
+    graph = build_nir_graph(from_model(build_model(load_preset("tiny"), seed=2)))
+    pool = graph.nodes["stages.0.0.attn.audio.fusion.spatial_mean"]  # an 8x8 token grid at tiny
+    assert isinstance(pool, nir.AvgPool2d) and tuple(pool.kernel_size) == (15, 15) and tuple(pool.padding) == (7, 7)
+    x = (torch.rand(3, 32, 8, 8) < 0.3).float()
+    pooled = torch.nn.functional.avg_pool2d(x, 15, 1, 7, count_include_pad=True)
+    scale = graph.nodes["stages.0.0.attn.audio.fusion.product"].metadata["scale"]
+    assert scale == pytest.approx(100.0 * 225 / 64)
+    expected = 100.0 * x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
+    assert torch.allclose(pooled * scale, expected, atol=1e-4)
 
 
 def test_cli_summary(tmp_path, capsys):
