@@ -9,9 +9,10 @@ Layers, each importing only from itself and the layers before it:
     workflows snnergy.measure, simulate, demo, benchmark, interop: join the others
     cli       snnergy.cli: parses and calls; nothing imports it
 
-An import under ``if __name__ == "__main__":`` is left out: it runs only when that module is
-the program (``torchrun -m snnergy.train`` hands its arguments to the CLI), never when the
-module is imported, so it adds no dependency.
+A package's ``__main__`` module (``torchrun -m snnergy.train`` runs
+``snnergy/train/__main__.py``, which hands its arguments to the CLI) belongs to the command
+line layer: nothing imports it. An import under ``if __name__ == "__main__":`` is left out
+for the same reason.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ RUNTIME_MAY_IMPORT = {"export.package_format", "export.nir_reference"}
 
 def layer(module: str) -> str:
     top = module.split(".")[0]
-    if module == "snnergy.cli" or module.startswith("snnergy.cli."):
-        return "cli"
+    if module == "snnergy.cli" or module.startswith("snnergy.cli.") or module.endswith(".__main__"):
+        return "cli"  # a package's __main__ is a command line entry point (``-m snnergy.train``)
     if module in WORKFLOWS:
         return "workflows"
     return {"snnergy": "core", "energy": "energy", "export": "export", "lava_runtime": "runtime"}[top]

@@ -26,7 +26,6 @@ import fcntl
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -383,9 +382,3 @@ def train_on_dataset(
         "train_samples": len(train_set),
     }
     return train(model_config, config, train_set, val_set, out_dir, class_names, data_meta, resume, fresh)
-
-
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m snnergy.train <snnergy train options>
-    from snnergy.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
