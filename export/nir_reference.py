@@ -201,3 +201,14 @@ def logits(graph: nir.NIRGraph, audio: torch.Tensor, video: torch.Tensor) -> tor
     """Model-style call: ``[B, T, ...]`` inputs -> ``[B, classes]`` (the readout is a mean over T)."""
     values = run_graph(graph, {"input.audio": audio.transpose(0, 1), "input.video": video.transpose(0, 1)})
     return values["output"][-1].flatten(1)  # the graph's logits are [classes, 1, 1] per sample
+
+
+def node_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of every node, from one zero frame through the reference executor."""
+    inputs = {
+        name: torch.zeros((1, 1, *(int(d) for d in node.input_type["input"])))
+        for name, node in graph.nodes.items()
+        if isinstance(node, nir.Input)
+    }
+    values = run_graph(graph, inputs)
+    return {name: tuple(value.shape[2:]) for name, value in values.items()}

@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 
 import nir
 import numpy as np
-import torch
 
-from export.nir_reference import delay_steps, run_graph, token_mean_divisor, topological_order
+from export.nir_reference import delay_steps, node_shapes, token_mean_divisor, topological_order
 from export.package_format import DT
 
 SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Affine)
@@ -72,17 +71,6 @@ class NetworkPlan:
 
 def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def node_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
-    """Per-sample output shape of every node, from one zero frame through the reference executor."""
-    inputs = {
-        name: torch.zeros((1, 1, *(int(d) for d in node.input_type["input"])))
-        for name, node in graph.nodes.items()
-        if isinstance(node, nir.Input)
-    }
-    values = run_graph(graph, inputs)
-    return {name: tuple(value.shape[2:]) for name, value in values.items()}
 
 
 def build_plan(graph: nir.NIRGraph, time_steps: int) -> NetworkPlan:

@@ -300,6 +300,22 @@ def cmd_nir_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loihi_fit(args: argparse.Namespace) -> int:
+    import json
+
+    from export.loihi_fit import fit_graph, format_fit, load_graph, load_limits
+
+    check_output(args.json, "report", [args.path])
+    limits = load_limits(args.chip)
+    graph, source = load_graph(args.path)
+    report = fit_graph(graph, limits)
+    print(format_fit(report, source))
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"source": source, **report.to_dict()}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -475,6 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--samples", type=int, default=8, help="samples run (default: %(default)s)")
     check.add_argument("--json", type=Path, help="write every part's result as JSON")
     check.set_defaults(func=cmd_nir_check)
+
+    fit = sub.add_parser(
+        "loihi-fit",
+        help="neurons, synapses, memory and neurocores per population on Loihi 2, and what stays on the host",
+        description="Place every population of the exported network on neurocores of its own (export.loihi_map: "
+        "LIF populations and CMQKA's product neurons; the frames, time means, SSA attention and readout stay on the "
+        "host, each with why) and count its neurons, synaptic connections, weights stored with shared convolution "
+        "kernels or one per connection, and the neurocores and chips it needs under published chip limits "
+        "(export/loihi_limits/*.yaml, with sources; docs/loihi.md).",
+    )
+    fit.add_argument("path", type=Path, help="a checkpoint, a .nir file or an exported Lava package directory")
+    fit.add_argument(
+        "--chip", default="loihi2", help="built-in chip limits (loihi2) or a YAML file with the same fields"
+    )
+    fit.add_argument("--json", type=Path, help="also write the whole report as JSON")
+    fit.set_defaults(func=cmd_loihi_fit)
 
     benchmark = sub.add_parser(
         "benchmark",
