@@ -19,6 +19,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
+from lava.proc.prodneuron.process import ProdNeuron
 
 from export.nir_reference import ssa_attention, synaptic
 from export.package_format import FRAC_BITS, to_fixed
@@ -30,6 +31,7 @@ from lava_runtime.processes import (
     NeuroCore,
     Product,
     Readout,
+    SpikeProbe,
     SSAAttention,
     Synapses,
     TimeMean,
@@ -491,3 +493,47 @@ MODELS = {
         NeuroCore: PyNeuroCoreFixed,
     },
 }
+
+
+# -- stock processes' floating-point models lava-nc lacks, and the spike probe ---------------
+@_model(ProdNeuron, "floating_pt")
+class PyProdNeuronFloat(PyLoihiProcessModel):
+    """lava-nc 0.10 ships ``ProdNeuron`` in fixed point only: the same neuron in floating
+    point, ``v = a_in1 * a_in2`` sent where ``|v| > vth`` (no exponent: reals need none)."""
+
+    a_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    exp: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        self.v = np.asarray(self.a_in1.recv(), float) * np.asarray(self.a_in2.recv(), float)
+        self.s_out.send(self.v * (np.abs(self.v) > self.vth))
+
+
+class _SpikeProbeBase(_Base):
+    _files = None
+
+    def run_spk(self) -> None:
+        if self._files is None:
+            self._files = [open(path, "ab", buffering=0) for path in self.proc_params["paths"]]  # noqa: SIM115
+        step = self.time_step - 1
+        for index, (first, stop) in enumerate(self.proc_params["windows"]):
+            spikes = getattr(self, f"in{index}").recv()  # every channel is read every step
+            if first <= step < stop:
+                self._files[index].write(np.packbits(np.asarray(spikes).astype(bool).ravel()).tobytes())
+
+
+def spike_probe_model(ports: int) -> type:
+    """The probe's model with ports ``in0`` .. ``in{ports - 1}``."""
+    if ports not in _PROBE_MODELS:
+        attributes = {f"in{i}": LavaPyType(PyInPort.VEC_DENSE, float) for i in range(ports)}
+        _PROBE_MODELS[ports] = _model(SpikeProbe, "floating_pt")(
+            type(f"PySpikeProbe{ports}", (_SpikeProbeBase,), attributes)
+        )
+    return _PROBE_MODELS[ports]
+
+
+_PROBE_MODELS: dict[int, type] = {}

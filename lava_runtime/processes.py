@@ -182,3 +182,20 @@ class Cluster(AbstractProcess):
             setattr(self, f"in{index}", InPort(shape=shape))
         for index, shape in enumerate(out_shapes):
             setattr(self, f"out{index}", OutPort(shape=shape))
+
+
+class SpikeProbe(AbstractProcess):
+    """The host reading spikes: port ``in{i}`` receives population ``i``'s spikes, and the
+    steps ``windows[i] = (first, stop)`` of them are appended, bit-packed, to ``paths[i]``."""
+
+    def __init__(
+        self,
+        *,
+        shapes: list[tuple[int, ...]],
+        paths: list[str],
+        windows: list[tuple[int, int]],
+        name: str | None = None,
+    ):
+        super().__init__(paths=paths, windows=windows, name=name)
+        for index, shape in enumerate(shapes):
+            setattr(self, f"in{index}", InPort(shape=shape))

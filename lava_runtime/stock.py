@@ -1,0 +1,278 @@
+"""Run a ``--target loihi`` package as stock Lava processes (``lava_runtime.stock_plan``).
+
+Stock processes are lava-nc's own: ``RingBuffer`` feeds the frames, ``Sparse`` /
+``DelaySparse`` / ``Dense`` are the synapses (weights over C-order flattened ``[C, H, W]``
+neurons, reached through flattening and reshaping virtual ports), ``LIFReset`` / ``LIF`` the
+neurons, ``ProdNeuron`` CMQKA's product, each one Lava process as Lava's Loihi back end
+compiles them. The host's processes (``lava_runtime.processes``: time means, SSA attention, the readout's
+synapses and delays) carry a leading axis of one lane, reached through reshaping ports; one
+``SpikeProbe`` reads every population's spikes. Floating point only for now.
+
+Like ``lava_runtime.network``, the run happens in a child interpreter under a time limit
+(``lava_runtime.guard``); it returns timings, and the spikes and logits travel through files.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
+from lava_runtime.network import Package, SimulationResult, read_spike_record
+from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan
+
+GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
+
+
+class _StockBuilder:
+    """Lava process objects of a stock plan, connected (inside the Lava child)."""
+
+    def __init__(self, package: Package, plan: StockPlan, steps: int, windows: int, workdir: Path):
+        self.package, self.plan, self.steps, self.windows, self.workdir = package, plan, steps, windows, workdir
+        self.procs: dict[str, Any] = {}
+        self.models: dict[Any, type] = {}  # process instance -> model, for processes Lava has no float model of
+
+    def build(self) -> Any:
+        for process in self.plan.processes.values():
+            self.procs[process.name] = self._make(process)
+        for process in self.plan.processes.values():
+            for source, port in process.inputs:
+                self._connect(source, process, port)
+        return self._probe()
+
+    # ----------------------------------------------------------------- processes
+    def _make(self, p: StockProcess) -> Any:
+        from lava.proc.dense.process import Dense
+        from lava.proc.io.source import RingBuffer
+        from lava.proc.lif.process import LIF, LIFReset
+        from lava.proc.prodneuron.process import ProdNeuron
+        from lava.proc.sparse.process import DelaySparse, Sparse
+        from scipy.sparse import csr_matrix
+
+        from lava_runtime import models as M
+        from lava_runtime import processes as P
+
+        T = self.plan.time_steps
+        lane = (1, *p.shape)
+        if p.kind == "source":
+            return RingBuffer(data=np.load(self.workdir / f"{p.name}.npy"))
+        if p.kind == "sparse":
+            rows, cols, values, out_size, in_size = p.params["matrix"]
+            weights = csr_matrix((values, (rows, cols)), shape=(out_size, in_size))
+            bits = GRADED_BITS if p.params["graded"] else 0
+            if p.params["delay"] == 0:
+                return Sparse(weights=weights, num_message_bits=bits, name=p.name)
+            return DelaySparse(weights=weights, delays=int(p.params["delay"]), num_message_bits=bits, name=p.name)
+        if p.kind == "lif":
+            return LIFReset(
+                shape=p.shape,
+                du=1.0,
+                dv=p.params["dv"],
+                vth=p.params["vth"],
+                bias_mant=p.params["bias"],
+                reset_interval=T,
+                reset_offset=p.params["reset_offset"],
+                name=p.name,
+            )
+        if p.kind == "relay":
+            return LIF(shape=p.shape, du=1.0, dv=1.0, vth=0.5, name=p.name)
+        if p.kind == "clock":
+            return LIFReset(
+                shape=(1,),
+                du=0.0,
+                dv=0.0,
+                bias_mant=1.0,
+                vth=T - 0.5,
+                reset_interval=T,
+                reset_offset=p.params["reset_offset"],
+                name=p.name,
+            )
+        if p.kind == "clock_synapse":
+            return Dense(weights=np.full((math.prod(p.shape), 1), p.params["weight"]), name=p.name)
+        if p.kind == "prod":
+            proc = ProdNeuron(shape=p.shape, vth=0, exp=0)
+            self.models[proc] = M.PyProdNeuronFloat
+            return proc
+        if p.kind == "time_mean":
+            proc = P.TimeMean(shape=lane, time_steps=T, input_latency=p.params["input_latency"], name=p.name)
+        elif p.kind == "readout":
+            proc = P.Readout(
+                shape=lane,
+                time_steps=T,
+                input_latency=p.params["input_latency"],
+                record_path=str(self.workdir / "readout.npy"),
+                name=p.name,
+            )
+        elif p.kind == "ssa_attention":
+            proc = P.SSAAttention(shape=lane, heads=p.params["heads"], scale=p.params["scale"], name=p.name)
+        elif p.kind == "host_synapses":
+            node = self.package.graph.nodes[p.params["node"]]
+            in_shape = (1, *self.plan.processes[p.inputs[0][0]].shape)
+            proc = P.Synapses(in_shape=in_shape, out_shape=lane, ops=[("synapse", {"node": node})], name=p.name)
+        elif p.kind == "host_delay":
+            proc = P.Delay(shape=lane, steps=p.params["steps"], name=p.name)
+        else:
+            raise ValueError(f"{p.name}: no Lava process for kind {p.kind!r}")
+        self.models[proc] = M.MODELS["floating_pt"][type(proc)]
+        return proc
+
+    # ----------------------------------------------------------------- connections
+    def _out_port(self, name: str) -> tuple[Any, tuple[int, ...], str]:
+        """The output port of process ``name``, its shape and layout (nir | lava | flat | lane)."""
+        p, proc = self.plan.processes[name], self.procs[name]
+        if p.kind in ("sparse", "clock_synapse"):
+            return proc.a_out, proc.a_out.shape, "flat"
+        if p.kind in ("source", "lif", "relay", "clock", "prod"):
+            return proc.s_out, p.shape, "nir"
+        return proc.a_out, (1, *p.shape), "lane"
+
+    def _connect(self, source: str, target: StockProcess, port_name: str) -> None:
+        port, _, layout = self._out_port(source)
+        proc = self.procs[target.name]
+        if target.kind in ("time_mean", "readout", "ssa_attention", "host_synapses", "host_delay"):
+            wanted = "lane"
+        elif target.kind in ("sparse", "clock_synapse"):
+            wanted = "flat"
+        else:
+            wanted = "nir"
+        in_port = getattr(proc, port_name)
+        shape = tuple(self.plan.processes[source].shape)
+        if layout != wanted:
+            if layout in ("flat", "lane"):
+                port = port.reshape(shape)
+            if wanted == "flat":
+                port = port.flatten()
+            elif wanted == "lane":
+                port = port.reshape((1, *shape))
+        port.connect(in_port)
+
+    def _probe(self) -> Any:
+        from lava_runtime import models as M
+        from lava_runtime import processes as P
+
+        populations = self.plan.populations
+        windows = []
+        for name in populations:
+            first = self.plan.processes[name].latency
+            windows.append((first, first + self.windows * self.plan.time_steps))
+        probe = P.SpikeProbe(
+            shapes=[self.plan.processes[n].shape for n in populations],
+            paths=[str(self.workdir / f"spikes.{n}.bits") for n in populations],
+            windows=windows,
+            name="spike_probe",
+        )
+        for index, name in enumerate(populations):
+            self.procs[name].s_out.connect(getattr(probe, f"in{index}"))
+        self.models[probe] = M.spike_probe_model(len(populations))
+        return probe
+
+
+def _run_stock_in_child(package: Package, steps: int, windows: int, workdir: Path, progress: bool) -> dict[str, Any]:
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from scipy.sparse import SparseEfficiencyWarning
+
+    from lava_runtime.network import CHANNEL_SIZE
+
+    warnings.simplefilter("ignore", SparseEfficiencyWarning)  # DelaySparse rebuilds its matrices every step
+    started = time.perf_counter()
+    plan = build_stock_plan(package.graph, package.time_steps)
+    builder = _StockBuilder(package, plan, steps, windows, workdir)
+    anchor = builder.build()
+    config = Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=builder.models)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="lava (stock processes, float)", unit="step", leave=False)
+    try:
+        anchor.run(condition=RunSteps(num_steps=1), run_cfg=config, compile_config={"pypy_channel_size": CHANNEL_SIZE})
+        compiled = time.perf_counter()
+        done = 1
+        while done < steps:
+            chunk = min(plan.time_steps, steps - done)
+            anchor.run(condition=RunSteps(num_steps=chunk), run_cfg=config)
+            done += chunk
+            if bar is not None:
+                bar.update(chunk)
+        finished = time.perf_counter()
+        memory, os_processes = group_memory()
+    finally:
+        announce_stopping()
+        anchor.stop()
+        if bar is not None:
+            bar.close()
+    return {
+        "compile_seconds": compiled - started,
+        "run_seconds": finished - compiled,
+        "memory_mib": memory / 2**20,
+        "os_processes": os_processes,
+    }
+
+
+def simulate_stock(
+    package: Package,
+    audio: np.ndarray,
+    video: np.ndarray,
+    timeout: float | None = None,
+    progress: bool = False,
+    workdir: str | Path | None = None,
+) -> SimulationResult:
+    """Stream ``[samples, T, C, H, W]`` inputs, one sample per window of ``T`` steps, through
+    the stock network; every spike of every population and the logits come back."""
+    time_steps = package.time_steps
+    inputs = {"audio": np.asarray(audio), "video": np.asarray(video)}
+    samples = len(inputs["audio"])
+    for modality, data in inputs.items():
+        expected = (time_steps, *package.manifest["inputs"][modality])
+        if data.ndim != 5 or tuple(data.shape[1:]) != expected or len(data) != samples:
+            raise ValueError(
+                f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}"
+            )
+    if samples < 1:
+        raise ValueError("need at least one sample")
+    plan = build_stock_plan(package.graph, time_steps)
+    steps = samples * time_steps + plan.latency
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="snnergy-loihi-") as tmp:
+        work = Path(tmp)
+        for modality, data in inputs.items():
+            frames = np.zeros((*data.shape[2:], steps), dtype=np.float64)  # RingBuffer: time on the last axis
+            frames[..., : samples * time_steps] = np.moveaxis(
+                data.reshape(samples * time_steps, *data.shape[2:]), 0, -1
+            )
+            np.save(work / f"{plan.inputs[modality]}.npy", frames)
+        np.lib.format.open_memmap(
+            work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, 1, *plan.processes[plan.output].shape)
+        )
+        limit = timeout if timeout is not None else 300 + 0.02 * steps * len(plan.processes)
+        timings = run_with_timeout(_run_stock_in_child, package, steps, samples, work, progress, timeout=limit)
+        readout = np.load(work / "readout.npy")
+        logits = np.stack([readout[k * time_steps + plan.latency] for k in range(samples)]).reshape(samples, -1)
+        spikes = {}
+        for name in plan.populations:
+            shape = plan.processes[name].shape
+            rows = read_spike_record(work / f"spikes.{name}.bits", tuple(shape))
+            spikes[name] = rows.reshape(samples, time_steps, *shape)
+    kinds: dict[str, int] = defaultdict(int)
+    for process in plan.processes.values():
+        kinds[process.kind] += 1
+    return SimulationResult(
+        logits=logits,
+        spikes=spikes,
+        mode="float",
+        lanes=1,
+        steps=steps,
+        latency=plan.latency,
+        processes=len(plan.processes),
+        process_counts=dict(kinds),
+        grouping="stock",
+        lava_processes=len(plan.processes) + 1,
+        **timings,
+    )
