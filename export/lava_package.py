@@ -127,20 +127,47 @@ def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str,
     return description_to_dict(description)
 
 
+TARGETS = ("lava", "loihi")
+
+
 def write_lava_package(
-    checkpoint: Checkpoint, out_dir: str | Path, fixed_point: bool = False, source: str | Path | None = None
+    checkpoint: Checkpoint,
+    out_dir: str | Path,
+    fixed_point: bool = False,
+    source: str | Path | None = None,
+    target: str = "lava",
 ) -> dict[str, Any]:
     """Write the package; ``source`` is the checkpoint file it came from (recorded, with its
-    SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model)."""
+    SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model).
+
+    ``target`` says how the runtime builds it: ``lava``, our neuron-core processes (batched,
+    fixed point available); ``loihi``, stock Lava processes (``lava_runtime.stock``), with
+    every node's placement on neurocores or the host recorded in the manifest."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if target == "loihi" and fixed_point:
+        raise ValueError(
+            "--target loihi runs in floating point in this version; its fixed point waits for quantisation-aware "
+            "fine-tuning (issue 13). --target lava --fixed-point gives Loihi's arithmetic in our own processes"
+        )
     final_dir = Path(out_dir)
     with staged(final_dir) as out_dir:  # built beside the destination, moved in whole
         out_dir.mkdir()
-        summary = _write_package_files(checkpoint, out_dir, fixed_point, source)
+        summary = _write_package_files(checkpoint, out_dir, fixed_point, source, target)
     return {**summary, "path": str(final_dir)}
 
 
+def _placement(graph: nir.NIRGraph) -> list[dict[str, str]]:
+    from export.loihi_map import place
+
+    return [
+        {"node": p.node, "where": p.where, "process": p.process, "why": p.why, "graded": p.graded}
+        for p in place(graph).values()
+    ]
+
+
 def _write_package_files(
-    checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None
+    checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None, target: str
 ) -> dict[str, Any]:
     graph = build_nir_graph(checkpoint)
     nir.write(out_dir / GRAPH_FILE, graph)
@@ -153,6 +180,7 @@ def _write_package_files(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "target": target,
         "model_config": config.to_dict(),
         "class_names": list(checkpoint.class_names),
         "time_steps": config.time_steps,
@@ -179,6 +207,8 @@ def _write_package_files(
         "fingerprint": checkpoint.fingerprint(),
         "stages": summarise(graph),
     }
+    if target == "loihi":
+        manifest["placement"] = _placement(graph)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return {
         "path": str(out_dir),
@@ -198,11 +228,12 @@ def _source(path: str | Path | None) -> dict[str, str] | None:
 
 def run_lava_export(checkpoint: Checkpoint, args) -> int:
     out = args.out
+    what = "stock-process Loihi" if args.target == "loihi" else "Lava"
     print(
-        f"writing Lava package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...",
+        f"writing {what} package for {args.checkpoint} ({'fixed' if args.fixed_point else 'floating'} point) ...",
         flush=True,
     )
-    summary = write_lava_package(checkpoint, out, args.fixed_point, source=args.checkpoint)
+    summary = write_lava_package(checkpoint, out, args.fixed_point, source=args.checkpoint, target=args.target)
     print(
         f"wrote {summary['path']}/: {', '.join(summary['files'])} ({summary['nodes']} NIR nodes, "
         f"{summary['edges']} edges)"

@@ -151,7 +151,7 @@ def run_simulation(
     mode: str = "float",
     lanes: int = DEFAULT_LANES,
     checkpoint: str | Path | None = None,
-    cost_model: str = "45nm",
+    cost_model: str | None = None,
     data_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     dataset_options: dict[str, Any] | None = None,
@@ -164,6 +164,7 @@ def run_simulation(
     from energy.cost_model import load_cost_model
     from energy.report import build_report
     from lava_runtime.network import load_package, simulate
+    from lava_runtime.stock import simulate_stock
 
     if samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")
@@ -171,22 +172,29 @@ def run_simulation(
         raise ValueError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     if lanes < 1:
         raise ValueError(f"--lanes must be >= 1, got {lanes}")
-    cost = load_cost_model(cost_model)
     package = load_package(package_dir)
+    stock = package.manifest.get("target") == "loihi"
+    if stock and mode != "float":
+        raise ValueError(f"{package_dir} is a --target loihi package, which runs in floating point in this version")
+    cost = load_cost_model(cost_model or ("loihi" if stock else "45nm"))
     reference_path = _reference_checkpoint(package.manifest, checkpoint)
     description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
     _check_belongs_together(package, description, reference_path)
     audio, video, labels = load_inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
-    result = simulate(
-        package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress, grouping=grouping
-    )
+    if stock:  # stock Lava processes, one sample per window (no lanes, no grouping)
+        result = simulate_stock(package, audio, video, timeout=timeout, progress=progress)
+    else:
+        result = simulate(
+            package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress, grouping=grouping
+        )
     torch_logits, torch_trains, torch_counts = pytorch_reference(reference_path, audio, video)
     spike_agreement, per_population = agreement(result.spikes, torch_trains)
 
     static = static_modalities(audio=audio, video=video)
     lava_account = account(description, spike_counts_of(result.spikes, package.time_steps, static))
     torch_account = account(description, spike_counts_of(torch_trains, package.time_steps, static))
-    meta = {"package": str(package_dir), "dataset": dataset, "split": split, "simulator": f"lava-nc ({mode} point)"}
+    simulator = f"lava-nc {'stock processes' if stock else 'neuron cores'} ({mode} point)"
+    meta = {"package": str(package_dir), "dataset": dataset, "split": split, "simulator": simulator}
     energy = build_report(lava_account, cost, meta).to_dict()
     predictions, torch_predictions = result.predictions, torch_logits.argmax(axis=1)
     worst = min(per_population, key=per_population.get)

@@ -433,12 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser(
         "simulate",
-        help="run an exported Lava package (snnergy-export --target lava) in Lava on CPU, with parity and energy",
-        description="Simulate a --target lava package as Lava processes on CPU. Compares predictions and every "
-        "spike with the PyTorch checkpoint the package was exported from (recorded in its manifest, or "
+        help="run an exported package (snnergy-export --target lava|loihi) in Lava on CPU, with parity and energy",
+        description="Simulate a --target lava package (our neuron-core processes, batched in lanes) or a --target "
+        "loihi package (stock Lava processes, one sample per window of T steps) in Lava on CPU. Compares predictions "
+        "and every spike with the PyTorch checkpoint the package was exported from (recorded in its manifest, or "
         "--checkpoint) on the same inputs, and prints the energy report from the spikes Lava counted.",
     )
-    simulate.add_argument("package", type=Path, help="directory written by snnergy-export --target lava")
+    simulate.add_argument("package", type=Path, help="directory written by snnergy-export --target lava or loihi")
     add_data_arguments(simulate)
     simulate.add_argument("--split", default="test", help="split to simulate (default: %(default)s)")
     simulate.add_argument("--samples", type=int, default=64, help="first N samples of the split (default: %(default)s)")
@@ -460,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", type=Path, help="PyTorch reference (default: the package's source checkpoint)"
     )
     simulate.add_argument(
-        "--cost-model", default="45nm", help="energy cost model: a built-in name or a YAML file (default: %(default)s)"
+        "--cost-model",
+        help="energy cost model: a built-in name or a YAML file (default: loihi for a --target loihi package, "
+        "else 45nm)",
     )
     simulate.add_argument(
         "--timeout", type=float, help="seconds before a hung Lava run is killed (default: scaled to the run)"

@@ -1,4 +1,4 @@
-"""``snnergy-export CKPT --target {nir,lava,onnx} --out PATH`` (also ``snnergy export``).
+"""``snnergy-export CKPT --target {nir,lava,loihi,onnx} --out PATH`` (also ``snnergy export``).
 
 Parses arguments, validates the checkpoint, and dispatches to the target's exporter.
 """
@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-TARGETS = ("nir", "lava", "onnx")
-SUFFIXES = {"nir": ".nir", "lava": ".lava", "onnx": ".onnx"}  # default output: the checkpoint's name with this suffix
-WRITES = {"nir": "nir", "lava": "lava package", "onnx": "onnx"}  # the kind of output (snnergy.outputs)
+TARGETS = ("nir", "lava", "loihi", "onnx")
+SUFFIXES = {"nir": ".nir", "lava": ".lava", "loihi": ".loihi", "onnx": ".onnx"}  # default: the checkpoint's name
+# the kind of output (snnergy.outputs)
+WRITES = {"nir": "nir", "lava": "lava package", "loihi": "lava package", "onnx": "onnx"}
 
 
 def _onnx(checkpoint, args: argparse.Namespace) -> int:
@@ -38,15 +39,19 @@ def _lava(checkpoint, args: argparse.Namespace) -> int:
 
 
 # target -> exporter(checkpoint, args) -> exit code
-EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx, "nir": _nir, "lava": _lava}
+EXPORTERS: dict[str, Callable[..., int]] = {"onnx": _onnx, "nir": _nir, "lava": _lava, "loihi": _lava}
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="SNNergy checkpoint (from `snnergy init` or `snnergy train`)")
     parser.add_argument(
-        "--target", required=True, choices=TARGETS, help="what to write: NIR graph, Lava package, ONNX model"
+        "--target",
+        required=True,
+        choices=TARGETS,
+        help="what to write: NIR graph; Lava package run by our neuron-core processes (lava) or by stock Lava "
+        "processes as Loihi compiles them (loihi, docs/loihi.md); ONNX model",
     )
-    parser.add_argument("--out", type=Path, help="output path (file for nir/onnx, directory for lava)")
+    parser.add_argument("--out", type=Path, help="output path (file for nir/onnx, directory for lava/loihi)")
     parser.add_argument(
         "--fixed-point", action="store_true", help="lava: also write Loihi fixed-point (quantised) parameters"
     )

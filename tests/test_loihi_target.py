@@ -1,0 +1,90 @@
+"""``--target loihi``: the network as stock Lava processes, spike for spike equal to PyTorch.
+
+The model is the seeded, lively ``tiny``-layout network of ``test_lava_runtime`` (16x16,
+T=2, every stage firing); its causal taps, CMQKA products and fan-in of different depths
+exercise the relays, clocks, delay lines and delayed synapses of ``lava_runtime.stock_plan``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nir
+import pytest
+from fixtures_models import make_lively
+
+from export.loihi_map import HOST
+from export.package_format import read_manifest
+from lava_runtime.network import load_package
+from lava_runtime.stock_plan import INHIBITION, build_stock_plan
+from snnergy.checkpoint import from_model, save_checkpoint
+from snnergy.cli import export_main
+from snnergy.cli import main as snnergy_main
+from snnergy.config import load_preset
+from snnergy.model import build_model
+
+MICRO = dict(image_size=16, embed_dim=16, time_steps=2, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loihi-target")
+    model = make_lively(build_model(load_preset("tiny", **MICRO), seed=4))
+    checkpoint = save_checkpoint(from_model(model, [str(i) for i in range(10)]), root / "micro.pt")
+    assert export_main([str(checkpoint), "--target", "loihi", "--out", str(root / "micro.loihi")]) == 0
+    return root
+
+
+def test_manifest_places_every_node_with_a_reason(exported):
+    manifest = read_manifest(exported / "micro.loihi")
+    assert manifest["target"] == "loihi"
+    placement = {p["node"]: p for p in manifest["placement"]}
+    host = {name for name, p in placement.items() if p["where"] == HOST}
+    assert {placement[n]["process"] for n in host} == {"RingBuffer", "time_mean", "ssa_attention", "readout"}
+    assert all(placement[n]["why"] for n in host)
+    graph = nir.read(exported / "micro.loihi" / "model.nir")
+    lifs = [name for name, node in graph.nodes.items() if isinstance(node, nir.LIF)]
+    assert {placement[n]["process"] for n in lifs} == {"LIFReset"}
+
+
+def test_every_neuron_receives_its_inputs_aligned(exported):
+    package = load_package(exported / "micro.loihi")
+    plan = build_stock_plan(package.graph, package.time_steps)
+    processes = plan.processes
+    for process in processes.values():  # a synapse delivers one step after its input, plus its delay
+        if process.kind in ("lif", "prod"):
+            synapses = [processes[s] for s, _ in process.inputs if processes[s].kind == "sparse"]
+            arrivals = {processes[p.inputs[0][0]].latency + 1 + p.params["delay"] for p in synapses}
+            assert arrivals == {process.latency}, process.name
+    # each causal tap: a relay copying its source one step later, inhibited by a clock at window starts
+    relays = [p for p in processes.values() if p.kind == "relay" and ".relay" in p.name]
+    assert relays
+    for relay in relays:
+        gates = [processes[s] for s, _ in relay.inputs if processes[s].kind == "clock_synapse"]
+        assert len(gates) == 1 and gates[0].params["weight"] == INHIBITION
+        (clock,) = gates[0].inputs
+        assert processes[clock[0]].kind == "clock"
+    roles = {entry["lava"] for entry in plan.manifest()}
+    assert {"LIFReset", "LIF", "Sparse", "DelaySparse", "ProdNeuron", "RingBuffer", "Dense"} <= roles
+
+
+def test_stock_simulation_matches_pytorch_spike_for_spike(exported, avdigits_cache, tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    package = str(exported / "micro.loihi")
+    code = snnergy_main(["simulate", package, "--cache-dir", str(avdigits_cache), "--samples", "3", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["prediction_agreement"] == 1.0
+    assert result["spike_agreement"] == 1.0, result["least_agreeing_population"]
+    assert result["sops"]["lava"] == result["sops"]["pytorch"] > 0
+    assert result["energy"]["cost_model"]["name"] == "loihi"  # deployment energy under the chip's costs
+    assert result["lava"]["grouping"] == "stock" and result["lava"]["lanes"] == 1
+    assert "spike agreement" in capsys.readouterr().out
+
+
+def test_fixed_point_is_refused_with_the_reason(exported, tmp_path, capsys):
+    checkpoint = exported / "micro.pt"
+    code = export_main([str(checkpoint), "--target", "loihi", "--fixed-point", "--out", str(tmp_path / "x")])
+    assert code != 0 and "floating point in this version" in capsys.readouterr().err
+    code = snnergy_main(["simulate", str(exported / "micro.loihi"), "--mode", "fixed", "--samples", "1"])
+    assert code != 0 and "floating point in this version" in capsys.readouterr().err
