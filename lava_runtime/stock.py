@@ -14,6 +14,7 @@ Like ``lava_runtime.network``, the run happens in a child interpreter under a ti
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 import time
@@ -26,7 +27,7 @@ import numpy as np
 
 from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
 from lava_runtime.network import Package, SimulationResult, read_spike_record
-from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan
+from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
 
@@ -64,12 +65,15 @@ class _StockBuilder:
         if p.kind == "source":
             return RingBuffer(data=np.load(self.workdir / f"{p.name}.npy"))
         if p.kind == "sparse":
-            rows, cols, values, out_size, in_size = p.params["matrix"]
+            node = None if p.params["node"] is None else self.package.graph.nodes[p.params["node"]]
+            rows, cols, values, out_size, in_size = synapse_matrix(node, p.params["in_shape"], p.params["scale"])
             weights = csr_matrix((values, (rows, cols)), shape=(out_size, in_size))
             bits = GRADED_BITS if p.params["graded"] else 0
             if p.params["delay"] == 0:
                 return Sparse(weights=weights, num_message_bits=bits, name=p.name)
-            return DelaySparse(weights=weights, delays=int(p.params["delay"]), num_message_bits=bits, name=p.name)
+            delays = weights.copy().astype(int)  # per synapse, as sparse as the weights (an int here
+            delays.data[:] = int(p.params["delay"])  # becomes a dense matrix in lava-nc 0.10)
+            return DelaySparse(weights=weights, delays=delays, num_message_bits=bits, name=p.name)
         if p.kind == "lif":
             return LIFReset(
                 shape=p.shape,
@@ -187,6 +191,8 @@ def _run_stock_in_child(package: Package, steps: int, windows: int, workdir: Pat
     builder = _StockBuilder(package, plan, steps, windows, workdir)
     anchor = builder.build()
     config = Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=builder.models)
+    gc.collect()
+    gc.freeze()  # Lava forks a worker per process: keep their garbage collectors off the parent's objects
     bar = None
     if progress:
         from tqdm import tqdm

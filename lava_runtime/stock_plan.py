@@ -46,7 +46,7 @@ class StockProcess:
     shape: tuple[int, ...]  # per sample, NIR layout [C, H, W] (or the node's own)
     latency: int
     inputs: list[tuple[str, str]] = field(default_factory=list)
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # a synapse's: its NIR node (None: identity), scale, input shape
     stock: bool = True
 
 
@@ -148,7 +148,10 @@ class _Planner:
         return self.processes[name].latency
 
     def real_valued(self, name: str) -> bool:
-        return self.processes[name].kind in ("source", "prod", "time_mean", "ssa_attention", "host_synapses")
+        process = self.processes[name]
+        if process.kind == "host_delay":
+            return self.real_valued(process.inputs[0][0])
+        return process.kind in ("source", "prod", "time_mean", "ssa_attention", "host_synapses")
 
     # ----------------------------------------------------------------- host alignment
     def host_delayed(self, name: str, latency: int) -> str:
@@ -189,7 +192,7 @@ class _Planner:
                     shape,
                     latency,
                     [(previous, "s_in")],
-                    {"matrix": synapse_matrix(None, shape, 1.0), "delay": 0, "graded": False},
+                    {"node": None, "scale": 1.0, "in_shape": shape, "delay": 0, "graded": False},
                 )
             )
             gate = self.add(
@@ -209,7 +212,7 @@ class _Planner:
         if name not in self.processes:
             shape = self.processes[source].shape
             self.add(StockProcess(name, "relay", shape, self.latency(source) + steps))
-            params = {"matrix": synapse_matrix(None, shape, 1.0), "delay": steps - 1, "graded": False}
+            params = {"node": None, "scale": 1.0, "in_shape": shape, "delay": steps - 1, "graded": False}
             identity = self.add(
                 StockProcess(
                     f"{name}<-{source}", "sparse", shape, self.latency(source) + steps, [(source, "s_in")], params
@@ -217,6 +220,18 @@ class _Planner:
             )
             self.processes[name].inputs = [(identity, "a_in")]
         return name
+
+    def waiting(self, upstream: str, node_name: str | None, delay: int) -> tuple[str, int]:
+        """Where a synapse waits ``delay`` steps: spikes in a delay line, host values on the host,
+        and only an identity synapse (as many weights as neurons) as a ``DelaySparse``: Lava's
+        CPU ``DelaySparse`` rebuilds its matrices every step, slow for a convolution's weights."""
+        if delay == 0 or node_name is None:
+            return upstream, delay
+        if not self.real_valued(upstream):
+            return self.delay_line(upstream, delay), 0
+        if not self.processes[upstream].stock or self.processes[upstream].kind == "source":
+            return self.host_delayed(upstream, self.latency(upstream) + delay), 0
+        return upstream, delay
 
     def clock(self, latency: int) -> str:
         """A one-neuron clock firing the step before each window's first frame at ``latency``."""
@@ -256,10 +271,11 @@ class _Planner:
         name = f"{target}<-{node_name or 'identity'}<-{upstream}"
         shape = self.shapes[target] if node is None else self.shapes[node_name]
         params = {
-            "matrix": synapse_matrix(node, in_shape, scale),
+            "node": node_name,
+            "scale": scale,
+            "in_shape": in_shape,
             "delay": delay,
             "graded": self.real_valued(upstream),
-            "nir": type(node).__name__ if node is not None else "identity",
         }
         latency = self.latency(upstream) + 1 + delay
         return self.add(StockProcess(name, "sparse", shape, latency, [(upstream, "s_in")], params))
@@ -275,9 +291,7 @@ class _Planner:
         bias = np.zeros(self.shapes[name], dtype=np.float64)
         inputs, biased = [], set()
         for node_name, upstream in feeds:
-            delay = arrival - (self.latency(upstream) + 1)
-            if delay and node_name is not None and not self.real_valued(upstream):
-                upstream, delay = self.delay_line(upstream, delay), 0  # spikes wait, not the large synapse
+            upstream, delay = self.waiting(upstream, node_name, arrival - (self.latency(upstream) + 1))
             inputs.append((self.synapse(name, node_name, upstream, 1.0 / tau, delay, "a_in"), "a_in"))
             if node_name in biased:  # a synaptic node read from several sources: its bias once
                 continue
@@ -304,7 +318,8 @@ class _Planner:
         (upstream,) = self.sources_of[spatial]
         scale = float(node.metadata.get("scale", 1.0))
         arrival = max(self.latency(upstream) + 1, self.latency(temporal))
-        a_in1 = self.synapse(name, spatial, upstream, scale, arrival - self.latency(upstream) - 1, "a_in1")
+        upstream, delay = self.waiting(upstream, spatial, arrival - self.latency(upstream) - 1)
+        a_in1 = self.synapse(name, spatial, upstream, scale, delay, "a_in1")
         a_in2 = self.host_delayed(temporal, arrival)
         self.add(StockProcess(name, "prod", self.shapes[name], arrival, [(a_in1, "a_in1"), (a_in2, "a_in2")]))
 
