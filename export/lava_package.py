@@ -128,6 +128,7 @@ def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str,
 
 
 TARGETS = ("lava", "loihi")
+NETX_DIR = "netx"
 
 
 def write_lava_package(
@@ -164,6 +165,21 @@ def _placement(graph: nir.NIRGraph) -> list[dict[str, str]]:
         {"node": p.node, "where": p.where, "process": p.process, "why": p.why, "graded": p.graded}
         for p in place(graph).values()
     ]
+
+
+def _write_netx_chains(graph: nir.NIRGraph, out_dir: Path, files: dict[str, str]) -> list[dict[str, Any]]:
+    """The straight chains lava-dl netx can build, one HDF5 file each (``export.netx_chains``)."""
+    from export.netx_chains import straight_chains, write_netx
+
+    (out_dir / NETX_DIR).mkdir()
+    arrays, chains = quantise(graph), []
+    for input_node, chain in straight_chains(graph).items():
+        path = out_dir / NETX_DIR / f"{input_node}.h5"
+        entry = write_netx(graph, arrays, input_node, chain, path)
+        entry["file"] = f"{NETX_DIR}/{path.name}"
+        files[f"netx {input_node}"] = entry["file"]
+        chains.append(entry)
+    return chains
 
 
 def _write_package_files(
@@ -209,6 +225,8 @@ def _write_package_files(
     }
     if target == "loihi":
         manifest["placement"] = _placement(graph)
+        manifest["netx"] = _write_netx_chains(graph, out_dir, files)
+        manifest["hashes"] = {name: sha256(out_dir / name) for name in files.values()}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return {
         "path": str(out_dir),

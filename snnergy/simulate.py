@@ -198,7 +198,7 @@ def run_simulation(
     energy = build_report(lava_account, cost, meta).to_dict()
     predictions, torch_predictions = result.predictions, torch_logits.argmax(axis=1)
     worst = min(per_population, key=per_population.get)
-    return {
+    document = {
         "package": str(package_dir),
         "reference_checkpoint": str(reference_path),
         "dataset": dataset,
@@ -231,6 +231,23 @@ def run_simulation(
         },
         "energy": energy,
     }
+    if stock and package.manifest.get("netx"):
+        document["netx"] = _netx_agreement(package, audio, video, torch_trains, timeout)
+    return document
+
+
+def _netx_agreement(package: Any, audio: np.ndarray, video: np.ndarray, trains: dict, timeout: float | None) -> dict:
+    """The package's lava-dl netx chains run in Lava fixed point, agreement per population."""
+    from lava_runtime.netx_run import run_netx
+
+    spikes = run_netx(package, {"audio": audio, "video": video}, timeout)
+    _, per_population = agreement(spikes, trains)
+    return {
+        "mode": "fixed point, stock netx.hdf5.Network",
+        "files": [chain["file"] for chain in package.manifest["netx"]],
+        "input_bits": {chain["input"]: chain["input_bits"] for chain in package.manifest["netx"]},
+        "population_agreement": per_population,
+    }
 
 
 def format_summary(result: dict[str, Any]) -> str:
@@ -247,4 +264,10 @@ def format_summary(result: dict[str, Any]) -> str:
         f"{result['least_agreeing_population']['agreement']:.6f})",
         f"SOPs per inference   Lava {result['sops']['lava']:,.0f} | PyTorch {result['sops']['pytorch']:,.0f}",
     ]
+    if "netx" in result:
+        rates = result["netx"]["population_agreement"]
+        lines.append(
+            f"lava-dl netx chains  {len(rates)} populations in fixed point: spike agreement "
+            + ", ".join(f"{name} {rate:.4f}" for name, rate in rates.items())
+        )
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import nir
+import numpy as np
 import pytest
 from fixtures_models import make_lively
 
@@ -79,7 +80,33 @@ def test_stock_simulation_matches_pytorch_spike_for_spike(exported, avdigits_cac
     assert result["sops"]["lava"] == result["sops"]["pytorch"] > 0
     assert result["energy"]["cost_model"]["name"] == "loihi"  # deployment energy under the chip's costs
     assert result["lava"]["grouping"] == "stock" and result["lava"]["lanes"] == 1
-    assert "spike agreement" in capsys.readouterr().out
+    # the stems' straight chains through stock lava-dl netx, in fixed point
+    netx = result["netx"]["population_agreement"]
+    assert set(netx) == {f"stem.{m}.deep.{i}" for m in ("audio", "video") for i in (1, 2, 4, 5)}
+    assert min(netx.values()) > 0.95, netx
+    assert "lava-dl netx chains" in capsys.readouterr().out
+
+
+def test_netx_files_round_trip_through_lava_dl(exported):
+    from lava.lib.dl import netx
+
+    from export.lava_package import quantise
+
+    package = load_package(exported / "micro.loihi")
+    arrays = quantise(package.graph)
+    (chain,) = [c for c in package.manifest["netx"] if c["input"] == "input.video"]
+    network = netx.hdf5.Network(net_config=str(package.path / chain["file"]), input_message_bits=24)
+    assert len(network.layers) == len(chain["populations"]) == 4
+    # layer 3: the second conv of the stem, weights as the package quantised them (Lava: [out, x, y, in], flipped)
+    population = chain["populations"][2]
+    weight = arrays[f"{population}/in/stem.video.deep.3/weight_mant"]
+    lava_weight = network.layers[2].synapse.weight.init
+    assert np.array_equal(lava_weight, weight.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])
+    assert int(network.layers[2].neuron.vth.init) == int(arrays[f"{population}/vth_mant"])
+    assert int(network.layers[2].neuron.dv.init) == int(arrays[f"{population}/dv"])
+    # the OR-pool: a conv with one ones kernel per channel, stride 2, into a memoryless threshold neuron
+    pool = network.layers[1].synapse
+    assert pool.weight.init.shape[-1] == 1 and len(np.unique(pool.weight.init)) == 1
 
 
 def test_fixed_point_is_refused_with_the_reason(exported, tmp_path, capsys):
