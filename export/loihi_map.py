@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import nir
 
+from export.nir_reference import extension_op
+
 SYNAPTIC = (nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Affine, nir.Flatten)
 NEUROCORE, HOST = "neurocore", "host"
 REAL_VALUED_OPS = ("product", "ssa_attention", "time_mean")  # extensions whose outputs are real values
@@ -48,10 +50,6 @@ class Placement:
     process: str
     why: str
     graded: bool = False  # real values reach it: graded spikes in
-
-
-def extension_op(node: nir.NIRNode) -> str | None:
-    return node.metadata.get("snnergy_op") if isinstance(node, nir.NIRGraph) else None
 
 
 def is_population(node: nir.NIRNode) -> bool:

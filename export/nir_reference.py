@@ -154,6 +154,11 @@ def _lif(node: nir.LIF, x: torch.Tensor, dt: float) -> torch.Tensor:
     return torch.stack(spikes)
 
 
+def extension_op(node: nir.NIRNode) -> str | None:
+    """The operation an extension subgraph names (``snnergy_op``); None for any other node."""
+    return node.metadata.get("snnergy_op") if isinstance(node, nir.NIRGraph) else None
+
+
 def _extension(node: nir.NIRGraph, name: str, sources: dict[str, torch.Tensor]) -> torch.Tensor:
     op = node.metadata["snnergy_op"]
     names = node.metadata.get("operands", list(sources))

@@ -187,7 +187,7 @@ def _run_stock_in_child(package: Package, steps: int, windows: int, workdir: Pat
 
     warnings.simplefilter("ignore", SparseEfficiencyWarning)  # DelaySparse rebuilds its matrices every step
     started = time.perf_counter()
-    plan = build_stock_plan(package.graph, package.time_steps)
+    plan = build_stock_plan(package.graph, package.time_steps, package.manifest["placement"])
     builder = _StockBuilder(package, plan, steps, windows, workdir)
     anchor = builder.build()
     config = Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=builder.models)
@@ -244,7 +244,7 @@ def simulate_stock(
             )
     if samples < 1:
         raise ValueError("need at least one sample")
-    plan = build_stock_plan(package.graph, time_steps)
+    plan = build_stock_plan(package.graph, time_steps, package.manifest["placement"])
     steps = samples * time_steps + plan.latency
     with tempfile.TemporaryDirectory(dir=workdir, prefix="snnergy-loihi-") as tmp:
         work = Path(tmp)

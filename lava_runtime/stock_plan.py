@@ -1,6 +1,7 @@
 """From an exported NIR graph to stock Lava processes, timed as Loihi runs them (no Lava import).
 
-The ``--target loihi`` network: every neuron population a stock ``LIFReset``, every
+The ``--target loihi`` network, as the package's manifest places its nodes (``placement``,
+written by ``export.loihi_map``): every neuron population a stock ``LIFReset``, every
 synaptic NIR node a stock ``Sparse`` (``DelaySparse`` where it must wait), CMQKA's product a
 stock ``ProdNeuron``; the host keeps what ``export.loihi_map`` puts there (the frames,
 ``time_mean``, ``ssa_attention``, the readout), as small host processes.
@@ -30,10 +31,10 @@ import nir
 import numpy as np
 import torch
 
-from export.loihi_map import HOST, extension_op, place
-from export.nir_reference import delay_steps, node_shapes, synaptic, topological_order
+from export.nir_reference import delay_steps, extension_op, node_shapes, synaptic, topological_order
 from export.package_format import DT
 
+HOST = "host"
 INHIBITION = -2.0  # a clock spike into a relay: far below the relay's threshold of 0.5
 
 
@@ -125,12 +126,20 @@ def _unbiased(node: nir.NIRNode) -> nir.NIRNode:
     return node
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A node's placement as the package's manifest records it (``export.loihi_map``)."""
+
+    where: str
+    process: str
+
+
 class _Planner:
-    def __init__(self, graph: nir.NIRGraph, time_steps: int):
+    def __init__(self, graph: nir.NIRGraph, time_steps: int, placement: list[dict]):
         self.graph, self.T = graph, time_steps
         self.dt = float(graph.metadata.get("dt", DT))
         self.shapes = node_shapes(graph)
-        self.placements = place(graph)
+        self.placements = {entry["node"]: Placement(entry["where"], entry["process"]) for entry in placement}
         self.sources_of: dict[str, list[str]] = defaultdict(list)
         for source, target in graph.edges:
             self.sources_of[target].append(source)
@@ -368,5 +377,6 @@ class _Planner:
         return StockPlan(self.processes, self.T, self.output, self.inputs, populations)
 
 
-def build_stock_plan(graph: nir.NIRGraph, time_steps: int) -> StockPlan:
-    return _Planner(graph, time_steps).build()
+def build_stock_plan(graph: nir.NIRGraph, time_steps: int, placement: list[dict]) -> StockPlan:
+    """The stock processes of ``graph``, placed as the package's manifest says (``placement``)."""
+    return _Planner(graph, time_steps, placement).build()

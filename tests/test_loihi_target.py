@@ -50,7 +50,7 @@ def test_manifest_places_every_node_with_a_reason(exported):
 
 def test_every_neuron_receives_its_inputs_aligned(exported):
     package = load_package(exported / "micro.loihi")
-    plan = build_stock_plan(package.graph, package.time_steps)
+    plan = build_stock_plan(package.graph, package.time_steps, package.manifest["placement"])
     processes = plan.processes
     for process in processes.values():  # a synapse delivers one step after its input, plus its delay
         if process.kind in ("lif", "prod"):
