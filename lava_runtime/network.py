@@ -334,7 +334,6 @@ def _run_in_child(
     package: Package, plan: NetworkPlan, mode: str, lanes: int, steps: int, workdir: Path, progress: bool, grouping: str
 ) -> dict[str, Any]:
     """Build, run and stop the network (inside the child interpreter); return timings."""
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     started = time.perf_counter()
@@ -345,12 +344,19 @@ def _run_in_child(
     # keyed by process instance (as Lava's compiler looks them up): no search of model directories
     models = dict(clusters)
     config = Loihi2SimCfg(select_tag=MODES[mode], exception_proc_model_map=models)
-    window = plan.time_steps
+    return drive(anchor, config, steps, plan.time_steps, f"lava ({mode}, {lanes} lanes)", progress, started)
+
+
+def drive(anchor: Any, config: Any, steps: int, chunk: int, description: str, progress: bool, started: float) -> dict:
+    """Compile and start the network on its first step, run the rest ``chunk`` steps at a time
+    (a progress bar if asked), measure, and stop every Lava process, also on failure."""
+    from lava.magma.core.run_conditions import RunSteps
+
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc=f"lava ({mode}, {lanes} lanes)", unit="step", leave=False)
+        bar = tqdm(total=steps, desc=description, unit="step", leave=False)
     try:
         anchor.run(
             condition=RunSteps(num_steps=1), run_cfg=config, compile_config={"pypy_channel_size": CHANNEL_SIZE}
@@ -358,11 +364,11 @@ def _run_in_child(
         compiled = time.perf_counter()
         done = 1
         while done < steps:
-            chunk = min(window, steps - done)
-            anchor.run(condition=RunSteps(num_steps=chunk), run_cfg=config)
-            done += chunk
+            step = min(chunk, steps - done)
+            anchor.run(condition=RunSteps(num_steps=step), run_cfg=config)
+            done += step
             if bar is not None:
-                bar.update(chunk)
+                bar.update(step)
         finished = time.perf_counter()
         memory, os_processes = group_memory()  # every Lava process is still alive here
     finally:

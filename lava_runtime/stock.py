@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
-from lava_runtime.network import Package, SimulationResult, read_spike_record
+from lava_runtime.guard import run_with_timeout
+from lava_runtime.network import Package, SimulationResult, drive, read_spike_record
 from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
@@ -179,11 +179,8 @@ class _StockBuilder:
 
 
 def _run_stock_in_child(package: Package, steps: int, windows: int, workdir: Path, progress: bool) -> dict[str, Any]:
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from scipy.sparse import SparseEfficiencyWarning
-
-    from lava_runtime.network import CHANNEL_SIZE
 
     warnings.simplefilter("ignore", SparseEfficiencyWarning)  # DelaySparse rebuilds its matrices every step
     started = time.perf_counter()
@@ -193,34 +190,7 @@ def _run_stock_in_child(package: Package, steps: int, windows: int, workdir: Pat
     config = Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=builder.models)
     gc.collect()
     gc.freeze()  # Lava forks a worker per process: keep their garbage collectors off the parent's objects
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc="lava (stock processes, float)", unit="step", leave=False)
-    try:
-        anchor.run(condition=RunSteps(num_steps=1), run_cfg=config, compile_config={"pypy_channel_size": CHANNEL_SIZE})
-        compiled = time.perf_counter()
-        done = 1
-        while done < steps:
-            chunk = min(plan.time_steps, steps - done)
-            anchor.run(condition=RunSteps(num_steps=chunk), run_cfg=config)
-            done += chunk
-            if bar is not None:
-                bar.update(chunk)
-        finished = time.perf_counter()
-        memory, os_processes = group_memory()
-    finally:
-        announce_stopping()
-        anchor.stop()
-        if bar is not None:
-            bar.close()
-    return {
-        "compile_seconds": compiled - started,
-        "run_seconds": finished - compiled,
-        "memory_mib": memory / 2**20,
-        "os_processes": os_processes,
-    }
+    return drive(anchor, config, steps, plan.time_steps, "lava (stock processes, float)", progress, started)
 
 
 def simulate_stock(

@@ -18,6 +18,15 @@ from snnergy.errors import run_reporting_errors
 from snnergy.outputs import check_output
 
 
+def write_json_report(path: Path | None, document: dict) -> None:
+    """The ``--json`` report of a command, if one was asked for."""
+    if path:
+        import json
+
+        atomic_write_text(path, json.dumps(document, indent=2))
+        print(f"wrote {path}")
+
+
 def _add_model_options(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
     group = parser.add_argument_group("model (a preset, optionally overridden)")
     group.add_argument(
@@ -145,7 +154,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    import json
 
     from torch.utils.data import Subset
 
@@ -179,14 +187,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     )
     result.update(checkpoint=str(args.checkpoint), dataset=args.dataset, split=args.split)
     print(format_ablations(result))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+    write_json_report(args.json, result)
     return 0
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    import json
 
     from snnergy.checkpoint import load_checkpoint
     from snnergy.data.registry import dataset_for_model
@@ -207,14 +212,11 @@ def cmd_parity(args: argparse.Namespace) -> int:
         f"in {result['lif_layers']} layers (lowest: {result['least_agreeing_layer']} "
         f"{result['least_agreeing_layer_agreement']:.6f})"
     )
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+    write_json_report(args.json, result)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import json
 
     from energy.report import EnergyReport, format_terminal
     from snnergy.simulate import format_summary, run_simulation
@@ -238,9 +240,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(format_summary(result))
     print()
     print(format_terminal(EnergyReport.from_dict(result["energy"])))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+    write_json_report(args.json, result)
     return 0
 
 
@@ -278,7 +278,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_nir_check(args: argparse.Namespace) -> int:
-    import json
 
     from snnergy.interop import check_nir_file
 
@@ -294,14 +293,11 @@ def cmd_nir_check(args: argparse.Namespace) -> int:
         dataset_options(args) or None,
     )
     print(matrix)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(document, indent=2))
-        print(f"wrote {args.json}")
+    write_json_report(args.json, document)
     return 0
 
 
 def cmd_loihi_fit(args: argparse.Namespace) -> int:
-    import json
 
     from export.loihi_fit import fit_graph, format_fit, load_graph, load_limits
 
@@ -310,9 +306,7 @@ def cmd_loihi_fit(args: argparse.Namespace) -> int:
     graph, source = load_graph(args.path)
     report = fit_graph(graph, limits)
     print(format_fit(report, source))
-    if args.json:
-        atomic_write_text(args.json, json.dumps({"source": source, **report.to_dict()}, indent=2))
-        print(f"wrote {args.json}")
+    write_json_report(args.json, {"source": source, **report.to_dict()})
     return 0
 
 
