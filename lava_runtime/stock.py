@@ -30,6 +30,7 @@ from lava_runtime.network import Package, SimulationResult, drive, read_spike_re
 from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
+MAX_NEURONS = 2_000_000  # tiny: 176,640 neurons in 4.4 GiB; s has 9.7M neurons and 3.9G connections
 
 
 class _StockBuilder:
@@ -215,6 +216,13 @@ def simulate_stock(
     if samples < 1:
         raise ValueError("need at least one sample")
     plan = build_stock_plan(package.graph, time_steps, package.manifest["placement"])
+    neurons = sum(math.prod(plan.processes[name].shape) for name in plan.populations)
+    if neurons > MAX_NEURONS:
+        raise ValueError(
+            f"{package.path}: {neurons:,} neurons; the stock simulation expands every convolution into a sparse "
+            f"matrix and runs one OS process per Lava process, which this machine cannot hold beyond "
+            f"{MAX_NEURONS:,} neurons. Simulate it as --target lava (batched, grouped), or size it with loihi-fit"
+        )
     steps = samples * time_steps + plan.latency
     with tempfile.TemporaryDirectory(dir=workdir, prefix="snnergy-loihi-") as tmp:
         work = Path(tmp)

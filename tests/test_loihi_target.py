@@ -115,3 +115,13 @@ def test_fixed_point_is_refused_with_the_reason(exported, tmp_path, capsys):
     assert code != 0 and "floating point in this version" in capsys.readouterr().err
     code = snnergy_main(["simulate", str(exported / "micro.loihi"), "--mode", "fixed", "--samples", "1"])
     assert code != 0 and "floating point in this version" in capsys.readouterr().err
+
+
+def test_a_network_too_large_to_simulate_is_refused_before_lava_starts(exported, monkeypatch):
+    from lava_runtime import stock
+
+    monkeypatch.setattr(stock, "MAX_NEURONS", 1000)
+    package = load_package(exported / "micro.loihi")
+    audio, video = np.zeros((1, 2, 1, 16, 16)), np.zeros((1, 2, 3, 16, 16))
+    with pytest.raises(ValueError, match="neurons; the stock simulation"):
+        stock.simulate_stock(package, audio, video)
