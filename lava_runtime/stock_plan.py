@@ -194,16 +194,7 @@ class _Planner:
         for index in range(1, steps + 1):
             relay = f"{delay_node}.relay{index}"
             self.add(StockProcess(relay, "relay", shape, latency))
-            identity = self.add(
-                StockProcess(
-                    f"{relay}<-{previous}",
-                    "sparse",
-                    shape,
-                    latency,
-                    [(previous, "s_in")],
-                    {"node": None, "scale": 1.0, "in_shape": shape, "delay": 0, "graded": False},
-                )
-            )
+            identity = self.synapse(relay, None, previous, 1.0, 0)
             gate = self.add(
                 StockProcess(
                     f"{relay}<-clock", "clock_synapse", shape, latency, [(clock, "s_in")], {"weight": INHIBITION}
@@ -221,13 +212,7 @@ class _Planner:
         if name not in self.processes:
             shape = self.processes[source].shape
             self.add(StockProcess(name, "relay", shape, self.latency(source) + steps))
-            params = {"node": None, "scale": 1.0, "in_shape": shape, "delay": steps - 1, "graded": False}
-            identity = self.add(
-                StockProcess(
-                    f"{name}<-{source}", "sparse", shape, self.latency(source) + steps, [(source, "s_in")], params
-                )
-            )
-            self.processes[name].inputs = [(identity, "a_in")]
+            self.processes[name].inputs = [(self.synapse(name, None, source, 1.0, steps - 1), "a_in")]
         return name
 
     def waiting(self, upstream: str, node_name: str | None, delay: int) -> tuple[str, int]:
@@ -269,8 +254,8 @@ class _Planner:
                 raise ValueError(f"{target}: no process for its input {source} ({type(node).__name__})")
         return result
 
-    def synapse(self, target: str, node_name: str | None, upstream: str, scale: float, delay: int, port: str) -> str:
-        """A stock synapse from ``upstream`` into ``target``'s ``port``: the synaptic node's
+    def synapse(self, target: str, node_name: str | None, upstream: str, scale: float, delay: int) -> str:
+        """A stock synapse from ``upstream`` into ``target`` (``node_name`` None: the identity): its
         weights (times ``scale``) as a ``Sparse`` matrix, a ``DelaySparse`` when it must wait.
         (Loihi 2 can store a convolution's kernel once, as ``loihi-fit`` counts it; lava-nc's
         CPU model of ``Conv`` loops over every pair of channels in scipy each step, so the
@@ -278,7 +263,7 @@ class _Planner:
         node = None if node_name is None else self.graph.nodes[node_name]
         in_shape = self.processes[upstream].shape
         name = f"{target}<-{node_name or 'identity'}<-{upstream}"
-        shape = self.shapes[target] if node is None else self.shapes[node_name]
+        shape = in_shape if node is None else self.shapes[node_name]
         params = {
             "node": node_name,
             "scale": scale,
@@ -301,7 +286,7 @@ class _Planner:
         inputs, biased = [], set()
         for node_name, upstream in feeds:
             upstream, delay = self.waiting(upstream, node_name, arrival - (self.latency(upstream) + 1))
-            inputs.append((self.synapse(name, node_name, upstream, 1.0 / tau, delay, "a_in"), "a_in"))
+            inputs.append((self.synapse(name, node_name, upstream, 1.0 / tau, delay), "a_in"))
             if node_name in biased:  # a synaptic node read from several sources: its bias once
                 continue
             biased.add(node_name)
@@ -328,7 +313,7 @@ class _Planner:
         scale = float(node.metadata.get("scale", 1.0))
         arrival = max(self.latency(upstream) + 1, self.latency(temporal))
         upstream, delay = self.waiting(upstream, spatial, arrival - self.latency(upstream) - 1)
-        a_in1 = self.synapse(name, spatial, upstream, scale, delay, "a_in1")
+        a_in1 = self.synapse(name, spatial, upstream, scale, delay)
         a_in2 = self.host_delayed(temporal, arrival)
         self.add(StockProcess(name, "prod", self.shapes[name], arrival, [(a_in1, "a_in1"), (a_in2, "a_in2")]))
 
