@@ -125,7 +125,7 @@ def run_entry(entry: Entry, seed: int, plan: BenchmarkPlan, out: Path) -> dict[s
     from snnergy.data.registry import dataset_for_model
     from snnergy.devices import resolve_device
     from snnergy.evaluate import evaluate
-    from snnergy.measure import energy_report
+    from snnergy.measure import Inputs, energy_report
     from snnergy.model import count_parameters
     from snnergy.recipe import load_train_preset
     from snnergy.train import train_on_dataset
@@ -152,7 +152,8 @@ def run_entry(entry: Entry, seed: int, plan: BenchmarkPlan, out: Path) -> dict[s
     device = str(resolve_device(plan.device))
     test_set = dataset_for_model(plan.dataset, plan.split, checkpoint.model_config, plan.data_root, plan.cache_dir)
     accuracy = evaluate(model, test_set, device, 64, checkpoint.class_names)["accuracy"]
-    energy = energy_report(out / "best.pt", test_set, plan.energy_samples, device=device, progress=False)
+    inputs = Inputs(test_set, plan.energy_samples, device=device, progress=False)
+    energy = energy_report(out / "best.pt", inputs)
     config = checkpoint.model_config
     result = {
         "name": entry.name,

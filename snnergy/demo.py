@@ -67,13 +67,12 @@ def run_demo(out_dir: Path, minutes: float = DEMO_TRAIN_MINUTES) -> int:
 
     from energy.complexity import format_table5, stage_complexities
     from energy.report import EnergyReport, format_terminal
-    from snnergy.measure import energy_report
+    from snnergy.measure import Inputs, energy_report
 
     print(f"[3/5] energy per inference from real spike counts on {DEMO_ENERGY_SAMPLES} test samples\n", flush=True)
     energy = energy_report(
         out_dir / "best.pt",
-        "avdigits",
-        DEMO_ENERGY_SAMPLES,
+        Inputs("avdigits", DEMO_ENERGY_SAMPLES),
         json_path=out_dir / "energy.json",
         markdown_path=out_dir / "energy.md",
         png_path=out_dir / "energy.png",

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from energy.report import EnergyReport, format_markdown, format_terminal, read_report
 from snnergy.checkpoint import from_model, save_checkpoint
 from snnergy.cli.energy import add_energy_commands
-from snnergy.measure import energy_report, firing_rate_table
+from snnergy.measure import Inputs, energy_report, firing_rate_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,14 +47,11 @@ def report(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     result = energy_report(
         path,
-        data,
-        samples=4,
+        Inputs(data, samples=4, batch_size=3, progress=False),
         cost_model="loihi",
         json_path=out / "r.json",
         markdown_path=out / "r.md",
         png_path=out / "r.png",
-        batch_size=3,
-        progress=False,
     )
     return result, out
 
@@ -99,12 +96,12 @@ def test_markdown_terminal_and_png(report):
 
 def test_firing_rate_table_has_table4_rows(checkpoint, tmp_path):
     path, data = checkpoint
-    table = firing_rate_table(path, data, samples=3, json_path=tmp_path / "rates.json", progress=False)
+    table = firing_rate_table(path, Inputs(data, samples=3, progress=False), json_path=tmp_path / "rates.json")
     assert json.loads((tmp_path / "rates.json").read_text()) == table
     assert table["columns"] == ["CM1", "CM2", "SSA3"]
     components = [row["component"] for row in table["rows"]]
     assert components == ["Q", "K", "V", "Attn", "Out", "Layer1", "Layer2"]
-    energy = energy_report(path, data, samples=3, progress=False)
+    energy = energy_report(path, Inputs(data, samples=3, progress=False))
     populations = energy["populations"]
     q1 = [p for p in populations if p["stage"] == "stage1" and p["role"] == "q" and p["modality"] == "audio"]
     assert len(q1) == 2  # spatial and temporal pathways, averaged
@@ -157,4 +154,4 @@ def test_bad_cost_model_fails_before_running(checkpoint, tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\nsource: y\nenergy_pj: {mac: 1, neuron_update: 0, spike: 0}\n")
     with pytest.raises(ValueError, match="energy_pj.synaptic_op"):
-        energy_report(path, data, samples=1, cost_model=broken, progress=False)
+        energy_report(path, Inputs(data, samples=1, progress=False), cost_model=broken)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from energy.accounting import CHARGES, ONCE, EnergyConventions
 from energy.cost_model import DEFAULT_COST_MODEL, builtin_cost_models
 from energy.report import EnergyReport, format_firing_rates, format_terminal, read_firing_rate_table
 from snnergy.cli.data import add_data_arguments, dataset_options
-from snnergy.measure import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, energy_report, firing_rate_table
+from snnergy.measure import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, Inputs, energy_report, firing_rate_table
 from snnergy.outputs import check_output
 
 
@@ -31,8 +30,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
+def _inputs(args: argparse.Namespace) -> Inputs:
+    return Inputs(
         dataset=args.dataset,
         samples=args.samples,
         data_root=args.data_root,
@@ -57,7 +56,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
         json_path=args.json,
         markdown_path=args.markdown,
         png_path=args.png,
-        **_run_kwargs(args),
+        inputs=_inputs(args),
     )
     print(format_terminal(EnergyReport.from_dict(data)))
     for path in (args.json, args.markdown, args.png):
@@ -69,7 +68,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
 def cmd_firing_rates(args: argparse.Namespace) -> int:
 
     check_output(args.json, "report", [args.checkpoint])
-    data = firing_rate_table(args.checkpoint, json_path=args.json, **_run_kwargs(args))
+    data = firing_rate_table(args.checkpoint, _inputs(args), json_path=args.json)
     print(f"Firing rates: {data['samples']} samples, T={data['time_steps']} (paper Table 4 format)\n")
     print(format_firing_rates(read_firing_rate_table(data)))
     if args.json is not None:
