@@ -80,6 +80,19 @@ def load_package(path: str | Path) -> Package:
     return Package(path, manifest, graph, fixed)
 
 
+def fixed_bias(fixed: dict[str, np.ndarray], population: str, synapses: list[str], channels: int) -> tuple:
+    """A LIF's bias in fixed point: the sum of its input synapses' ``bias_mant << bias_exp``
+    plus ``TIE_BREAK``, re-encoded as one mantissa per channel and one exponent."""
+    total = np.zeros(channels, dtype=np.int64)
+    for synapse in synapses:
+        key = synapse_key(population, synapse, "bias_mant")
+        if key in fixed:
+            exponent = int(fixed[synapse_key(population, synapse, "bias_exp")])
+            total += fixed[key].astype(np.int64).reshape(channels) << exponent
+    mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
+    return mantissa, exponent
+
+
 @dataclass
 class SimulationResult:
     logits: np.ndarray  # [samples, classes]
@@ -247,19 +260,11 @@ class _Builder:
         )
 
     def _fixed_bias(self, plan: ProcessPlan, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """The LIF's bias: the sum of its input convs' ``bias_mant << bias_exp``, re-encoded;
-        one value per channel, ``[1, C, 1, ...]`` (it broadcasts over lanes and positions)."""
-        fixed = self.package.fixed
-        total = np.zeros((1, shape[1]) + (1,) * (len(shape) - 2), dtype=np.int64)
-        for spec in plan.params["inputs"]:
-            if not spec["nodes"]:
-                continue
-            key = synapse_key(plan.name, spec["nodes"][-1], "bias_mant")
-            if key in fixed:
-                exponent = int(fixed[synapse_key(plan.name, spec["nodes"][-1], "bias_exp")])
-                total += (fixed[key].astype(np.int64) << exponent).reshape(total.shape)
-        mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
-        return mantissa, np.full(total.shape, exponent, dtype=np.int32)
+        """One value per channel, ``[1, C, 1, ...]`` (it broadcasts over lanes and positions)."""
+        synapses = [spec["nodes"][-1] for spec in plan.params["inputs"] if spec["nodes"]]
+        mantissa, exponent = fixed_bias(self.package.fixed, plan.name, synapses, shape[1])
+        per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+        return mantissa.reshape(per_channel), np.full(per_channel, exponent, dtype=np.int32)
 
     def _port_sources(self, plan: ProcessPlan) -> dict[str, list[str]]:
         """Each input port of ``plan``'s process and the processes whose outputs it sums."""
