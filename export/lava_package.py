@@ -141,16 +141,11 @@ def write_lava_package(
     """Write the package; ``source`` is the checkpoint file it came from (recorded, with its
     SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model).
 
-    ``target`` says how the runtime builds it: ``lava``, our neuron-core processes (batched,
-    fixed point available); ``loihi``, stock Lava processes (``lava_runtime.stock``), with
-    every node's placement on neurocores or the host recorded in the manifest."""
+    ``target`` says how the runtime builds it: ``lava``, our neuron-core processes (batched);
+    ``loihi``, stock Lava processes (``lava_runtime.stock``), with every node's placement on
+    neurocores or the host recorded in the manifest. Both run the fixed-point parameters."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if target == "loihi" and fixed_point:
-        raise ValueError(
-            "--target loihi runs in floating point in this version; its fixed point waits for quantisation-aware "
-            "fine-tuning (issue 13). --target lava --fixed-point gives Loihi's arithmetic in our own processes"
-        )
     final_dir = Path(out_dir)
     with staged(final_dir) as out_dir:  # built beside the destination, moved in whole
         out_dir.mkdir()

@@ -6,7 +6,14 @@ neurons, reached through flattening and reshaping virtual ports), ``LIFReset`` /
 neurons, ``ProdNeuron`` CMQKA's product, each one Lava process as Lava's Loihi back end
 compiles them. The host's processes (``lava_runtime.processes``: time means, SSA attention, the readout's
 synapses and delays) carry a leading axis of one lane, reached through reshaping ports; one
-``SpikeProbe`` reads every population's spikes. Floating point only for now.
+``SpikeProbe`` reads every population's spikes.
+
+Fixed point (``mode="fixed"``) runs Lava's bit-accurate models of the same processes on the
+package's integer parameters (``export.lava_package.quantise``): 8-bit weights (even where
+signs mix), 12-bit decays, threshold and bias mantissas; real values travel as graded
+spikes with ``FRAC_BITS`` fractional bits, which the synapses reading them drop again by
+their weight exponent (a floor shift, where ``--target lava`` rounds), and ``ProdNeuron``
+shifts its product right by the same bits.
 
 Like ``lava_runtime.network``, the run happens in a child interpreter under a time limit
 (``lava_runtime.guard``); it returns timings, and the spikes and logits travel through files.
@@ -14,6 +21,7 @@ Like ``lava_runtime.network``, the run happens in a child interpreter under a ti
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import tempfile
@@ -23,21 +31,27 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import nir
 import numpy as np
 
+from export.package_format import ACTIVATION_SHIFT, DECAY_ONE, FRAC_BITS, population_key, synapse_key, to_fixed
 from lava_runtime.guard import run_with_timeout
-from lava_runtime.network import Package, SimulationResult, drive, read_spike_record
+from lava_runtime.network import MODES, Package, SimulationResult, drive, fixed_bias, read_spike_record
 from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
+RELAY_WEIGHT = 64  # fixed point: a relay's input weight (its threshold is half of it)
+WEIGHT_LIMIT = 255  # 8-bit excitatory weights
 MAX_NEURONS = 2_000_000  # tiny: 176,640 neurons in 4.4 GiB; s has 9.7M neurons and 3.9G connections
 
 
 class _StockBuilder:
     """Lava process objects of a stock plan, connected (inside the Lava child)."""
 
-    def __init__(self, package: Package, plan: StockPlan, steps: int, windows: int, workdir: Path):
-        self.package, self.plan, self.steps, self.windows, self.workdir = package, plan, steps, windows, workdir
+    def __init__(self, package: Package, plan: StockPlan, mode: str, steps: int, windows: int, workdir: Path):
+        self.package, self.plan, self.mode = package, plan, mode
+        self.steps, self.windows, self.workdir = steps, windows, workdir
+        self.fixed = mode == "fixed"
         self.procs: dict[str, Any] = {}
         self.models: dict[Any, type] = {}  # process instance -> model, for processes Lava has no float model of
 
@@ -66,42 +80,50 @@ class _StockBuilder:
         if p.kind == "source":
             return RingBuffer(data=np.load(self.workdir / f"{p.name}.npy"))
         if p.kind == "sparse":
-            node = None if p.params["node"] is None else self.package.graph.nodes[p.params["node"]]
-            rows, cols, values, out_size, in_size = synapse_matrix(node, p.params["in_shape"], p.params["scale"])
+            (rows, cols, values, out_size, in_size), exponent = self._synapse_weights(p)
             weights = csr_matrix((values, (rows, cols)), shape=(out_size, in_size))
-            bits = GRADED_BITS if p.params["graded"] else 0
+            common = dict(weights=weights, num_message_bits=GRADED_BITS if p.params["graded"] else 0, name=p.name)
+            if self.fixed:
+                common["weight_exp"] = exponent
             if p.params["delay"] == 0:
-                return Sparse(weights=weights, num_message_bits=bits, name=p.name)
+                return Sparse(**common)
             delays = weights.copy().astype(int)  # per synapse, as sparse as the weights (an int here
             delays.data[:] = int(p.params["delay"])  # becomes a dense matrix in lava-nc 0.10)
-            return DelaySparse(weights=weights, delays=delays, num_message_bits=bits, name=p.name)
+            return DelaySparse(delays=delays, **common)
         if p.kind == "lif":
+            reset = dict(reset_interval=T, reset_offset=p.params["reset_offset"], name=p.name)
+            if not self.fixed:
+                return LIFReset(
+                    shape=p.shape, du=1.0, dv=p.params["dv"], vth=p.params["vth"], bias_mant=p.params["bias"], **reset
+                )
+            fixed = self.package.fixed
+            mantissa, exponent = fixed_bias(fixed, p.name, p.params["synapses"], p.shape[0])
+            per_neuron = np.broadcast_to(mantissa.reshape(-1, *([1] * (len(p.shape) - 1))), p.shape)
             return LIFReset(
                 shape=p.shape,
-                du=1.0,
-                dv=p.params["dv"],
-                vth=p.params["vth"],
-                bias_mant=p.params["bias"],
-                reset_interval=T,
-                reset_offset=p.params["reset_offset"],
-                name=p.name,
+                du=int(fixed[population_key(p.name, "du")]),
+                dv=int(fixed[population_key(p.name, "dv")]),
+                vth=int(fixed[population_key(p.name, "vth_mant")]),
+                bias_mant=np.ascontiguousarray(per_neuron),
+                bias_exp=np.full(p.shape, exponent, dtype=np.int32),
+                **reset,
             )
         if p.kind == "relay":
+            if self.fixed:  # memoryless: du, dv clear u and v; one relay weight lifts v over vth
+                return LIF(shape=p.shape, du=DECAY_ONE - 1, dv=DECAY_ONE - 1, vth=RELAY_WEIGHT // 2, name=p.name)
             return LIF(shape=p.shape, du=1.0, dv=1.0, vth=0.5, name=p.name)
-        if p.kind == "clock":
-            return LIFReset(
-                shape=(1,),
-                du=0.0,
-                dv=0.0,
-                bias_mant=1.0,
-                vth=T - 0.5,
-                reset_interval=T,
-                reset_offset=p.params["reset_offset"],
-                name=p.name,
-            )
+        if p.kind == "clock":  # v counts the steps since the reset (bias 1 per step), fires at the T-th
+            if self.fixed:
+                clock = dict(du=0, dv=0, bias_mant=1, bias_exp=ACTIVATION_SHIFT, vth=T - 1)
+            else:
+                clock = dict(du=0.0, dv=0.0, bias_mant=1.0, vth=T - 0.5)
+            return LIFReset(shape=(1,), reset_interval=T, reset_offset=p.params["reset_offset"], name=p.name, **clock)
         if p.kind == "clock_synapse":
-            return Dense(weights=np.full((math.prod(p.shape), 1), p.params["weight"]), name=p.name)
+            weight = -2 * RELAY_WEIGHT if self.fixed else p.params["weight"]
+            return Dense(weights=np.full((math.prod(p.shape), 1), weight), name=p.name)
         if p.kind == "prod":
+            if self.fixed:  # Lava's own fixed-point model: (a_in1 * a_in2) >> exp, reals with FRAC_BITS
+                return ProdNeuron(shape=p.shape, vth=0, exp=FRAC_BITS)
             proc = ProdNeuron(shape=p.shape, vth=0, exp=0)
             self.models[proc] = M.PyProdNeuronFloat
             return proc
@@ -125,8 +147,39 @@ class _StockBuilder:
             proc = P.Delay(shape=lane, steps=p.params["steps"], name=p.name)
         else:
             raise ValueError(f"{p.name}: no Lava process for kind {p.kind!r}")
-        self.models[proc] = M.MODELS["floating_pt"][type(proc)]
+        self.models[proc] = M.MODELS[MODES[self.mode]][type(proc)]
         return proc
+
+    def _synapse_weights(self, p: StockProcess) -> tuple[tuple, int]:
+        """The synapse's sparse matrix and weight exponent. Float: the NIR weights times the
+        plan's scale. Fixed: the package's integer weights (8-bit, even where signs mix); real
+        values arrive with FRAC_BITS fractional bits, which the exponent drops again; the
+        token mean's constant weight is a mantissa and a positive exponent."""
+        name = p.params["node"]
+        node = None if name is None else self.package.graph.nodes[name]
+        in_shape = p.params["in_shape"]
+        if not self.fixed:
+            return synapse_matrix(node, in_shape, p.params["scale"]), 0
+        target = p.params["target"]
+        kind = self.plan.processes[target].kind
+        if kind == "relay":
+            return synapse_matrix(None, in_shape, RELAY_WEIGHT), 0
+        if kind == "prod":  # the token mean, scale folded in: every weight scale / area, as a real
+            rows, cols, values, out_size, in_size = synapse_matrix(node, in_shape, p.params["scale"])
+            weight = float(values[0]) * (1 << FRAC_BITS)
+            exponent = max(0, math.ceil(math.log2(weight / WEIGHT_LIMIT)))
+            mantissa = np.full(len(values), round(weight / 2**exponent))
+            return (rows, cols, mantissa, out_size, in_size), exponent
+        fixed = self.package.fixed
+        if isinstance(node, nir.Conv2d):
+            integer = np.asarray(fixed[synapse_key(target, name, "weight_mant")], dtype=np.float64)
+            node = dataclasses.replace(node, weight=integer, bias=np.zeros(integer.shape[0]))
+            scale = 1.0
+        else:  # a spike OR-pool or a direct input: the population's weight for an input of 1
+            scale = float(fixed[population_key(target, "direct_weight")])
+        rows, cols, values, out_size, in_size = synapse_matrix(node, in_shape, scale)
+        exponent = -FRAC_BITS if p.params["graded"] else 0
+        return (rows, cols, np.round(values).astype(np.int64), out_size, in_size), exponent
 
     # ----------------------------------------------------------------- connections
     def _out_port(self, name: str) -> tuple[Any, tuple[int, ...], str]:
@@ -179,25 +232,28 @@ class _StockBuilder:
         return probe
 
 
-def _run_stock_in_child(package: Package, steps: int, windows: int, workdir: Path, progress: bool) -> dict[str, Any]:
+def _run_stock_in_child(
+    package: Package, mode: str, steps: int, windows: int, workdir: Path, progress: bool
+) -> dict[str, Any]:
     from lava.magma.core.run_configs import Loihi2SimCfg
     from scipy.sparse import SparseEfficiencyWarning
 
     warnings.simplefilter("ignore", SparseEfficiencyWarning)  # DelaySparse rebuilds its matrices every step
     started = time.perf_counter()
     plan = build_stock_plan(package.graph, package.time_steps, package.manifest["placement"])
-    builder = _StockBuilder(package, plan, steps, windows, workdir)
+    builder = _StockBuilder(package, plan, mode, steps, windows, workdir)
     anchor = builder.build()
-    config = Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=builder.models)
+    config = Loihi2SimCfg(select_tag=MODES[mode], exception_proc_model_map=builder.models)
     gc.collect()
     gc.freeze()  # Lava forks a worker per process: keep their garbage collectors off the parent's objects
-    return drive(anchor, config, steps, plan.time_steps, "lava (stock processes, float)", progress, started)
+    return drive(anchor, config, steps, plan.time_steps, f"lava (stock processes, {mode})", progress, started)
 
 
 def simulate_stock(
     package: Package,
     audio: np.ndarray,
     video: np.ndarray,
+    mode: str = "float",
     timeout: float | None = None,
     progress: bool = False,
     workdir: str | Path | None = None,
@@ -215,6 +271,10 @@ def simulate_stock(
             )
     if samples < 1:
         raise ValueError("need at least one sample")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if mode == "fixed" and package.fixed is None:
+        raise ValueError(f"{package.path} has no fixed-point parameters: export it with --fixed-point")
     plan = build_stock_plan(package.graph, time_steps, package.manifest["placement"])
     neurons = sum(math.prod(plan.processes[name].shape) for name in plan.populations)
     if neurons > MAX_NEURONS:
@@ -227,16 +287,15 @@ def simulate_stock(
     with tempfile.TemporaryDirectory(dir=workdir, prefix="snnergy-loihi-") as tmp:
         work = Path(tmp)
         for modality, data in inputs.items():
-            frames = np.zeros((*data.shape[2:], steps), dtype=np.float64)  # RingBuffer: time on the last axis
-            frames[..., : samples * time_steps] = np.moveaxis(
-                data.reshape(samples * time_steps, *data.shape[2:]), 0, -1
-            )
+            frames = np.zeros((*data.shape[2:], steps), dtype=np.float64 if mode == "float" else np.int32)
+            sequence = np.moveaxis(data.reshape(samples * time_steps, *data.shape[2:]), 0, -1)  # time last
+            frames[..., : samples * time_steps] = sequence if mode == "float" else to_fixed(sequence)
             np.save(work / f"{plan.inputs[modality]}.npy", frames)
         np.lib.format.open_memmap(
             work / "readout.npy", mode="w+", dtype=np.float64, shape=(steps, 1, *plan.processes[plan.output].shape)
         )
         limit = timeout if timeout is not None else 300 + 0.02 * steps * len(plan.processes)
-        timings = run_with_timeout(_run_stock_in_child, package, steps, samples, work, progress, timeout=limit)
+        timings = run_with_timeout(_run_stock_in_child, package, mode, steps, samples, work, progress, timeout=limit)
         readout = np.load(work / "readout.npy")
         logits = np.stack([readout[k * time_steps + plan.latency] for k in range(samples)]).reshape(samples, -1)
         spikes = {}
@@ -250,7 +309,7 @@ def simulate_stock(
     return SimulationResult(
         logits=logits,
         spikes=spikes,
-        mode="float",
+        mode=mode,
         lanes=1,
         steps=steps,
         latency=plan.latency,

@@ -265,6 +265,7 @@ class _Planner:
         name = f"{target}<-{node_name or 'identity'}<-{upstream}"
         shape = in_shape if node is None else self.shapes[node_name]
         params = {
+            "target": target,
             "node": node_name,
             "scale": scale,
             "in_shape": in_shape,
@@ -294,6 +295,7 @@ class _Planner:
                 channel_bias = np.asarray(self.graph.nodes[node_name].bias, dtype=np.float64) / tau
                 bias = bias + channel_bias.reshape(-1, *([1] * (bias.ndim - 1)))
         params = {
+            "synapses": sorted(n for n in biased if n is not None),
             "dv": 1.0 / tau,
             "vth": float(np.asarray(node.v_threshold).flat[0]),
             "bias": bias,

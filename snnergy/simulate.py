@@ -174,15 +174,13 @@ def run_simulation(
         raise ValueError(f"--lanes must be >= 1, got {lanes}")
     package = load_package(package_dir)
     stock = package.manifest.get("target") == "loihi"
-    if stock and mode != "float":
-        raise ValueError(f"{package_dir} is a --target loihi package, which runs in floating point in this version")
     cost = load_cost_model(cost_model or ("loihi" if stock else "45nm"))
     reference_path = _reference_checkpoint(package.manifest, checkpoint)
     description = description_from_dict(json.loads((package.path / package.manifest["files"]["energy"]).read_text()))
     _check_belongs_together(package, description, reference_path)
     audio, video, labels = load_inputs(package.manifest, dataset, split, samples, data_root, cache_dir, dataset_options)
     if stock:  # stock Lava processes, one sample per window (no lanes, no grouping)
-        result = simulate_stock(package, audio, video, timeout=timeout, progress=progress)
+        result = simulate_stock(package, audio, video, mode=mode, timeout=timeout, progress=progress)
     else:
         result = simulate(
             package, audio, video, mode=mode, lanes=lanes, timeout=timeout, progress=progress, grouping=grouping

@@ -109,12 +109,20 @@ def test_netx_files_round_trip_through_lava_dl(exported):
     assert pool.weight.init.shape[-1] == 1 and len(np.unique(pool.weight.init)) == 1
 
 
-def test_fixed_point_is_refused_with_the_reason(exported, tmp_path, capsys):
-    checkpoint = exported / "micro.pt"
-    code = export_main([str(checkpoint), "--target", "loihi", "--fixed-point", "--out", str(tmp_path / "x")])
-    assert code != 0 and "floating point in this version" in capsys.readouterr().err
+def test_fixed_point_runs_loihi_arithmetic_in_the_stock_processes(exported, avdigits_cache, tmp_path, capsys):
     code = snnergy_main(["simulate", str(exported / "micro.loihi"), "--mode", "fixed", "--samples", "1"])
-    assert code != 0 and "floating point in this version" in capsys.readouterr().err
+    assert code != 0 and "--fixed-point" in capsys.readouterr().err  # a float-only package says what to do
+    package = tmp_path / "fixed.loihi"
+    assert export_main([str(exported / "micro.pt"), "--target", "loihi", "--fixed-point", "--out", str(package)]) == 0
+    out = tmp_path / "fixed.json"
+    cache = ["--cache-dir", str(avdigits_cache)]
+    code = snnergy_main(["simulate", str(package), "--mode", "fixed", "--samples", "2", "--json", str(out), *cache])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["mode"] == "fixed" and result["lava"]["grouping"] == "stock"
+    # 8-bit weights, 12-bit decays and integer membranes: close to the float model, not equal (issue 13's
+    # quantisation-aware fine-tuning is what would make them equal)
+    assert 0.95 < result["spike_agreement"] < 1.0
 
 
 def test_a_network_too_large_to_simulate_is_refused_before_lava_starts(exported, monkeypatch):
