@@ -80,6 +80,26 @@ def load_package(path: str | Path) -> Package:
     return Package(path, manifest, graph, fixed)
 
 
+def checked_inputs(package: Package, audio: np.ndarray, video: np.ndarray, mode: str) -> dict[str, np.ndarray]:
+    """The two modalities' ``[samples, T, C, H, W]`` inputs, checked against the package and
+    the mode before any Lava process starts."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if mode == "fixed" and package.fixed is None:
+        raise ValueError(f"{package.path} has no fixed-point parameters: export it with --fixed-point")
+    inputs = {"audio": np.asarray(audio), "video": np.asarray(video)}
+    samples = len(inputs["audio"])
+    for modality, data in inputs.items():
+        expected = (package.time_steps, *package.manifest["inputs"][modality])
+        if data.ndim != 5 or tuple(data.shape[1:]) != expected or len(data) != samples:
+            raise ValueError(
+                f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}"
+            )
+    if samples < 1:
+        raise ValueError("need at least one sample")
+    return inputs
+
+
 def fixed_bias(fixed: dict[str, np.ndarray], population: str, synapses: list[str], channels: int) -> tuple:
     """A LIF's bias in fixed point: the sum of its input synapses' ``bias_mant << bias_exp``
     plus ``TIE_BREAK``, re-encoded as one mantissa per channel and one exponent."""
@@ -406,23 +426,12 @@ def simulate(
     ``T`` steps each, and the run lasts ``windows * T + latency`` steps. ``grouping`` says
     how many populations one Lava process runs (``lava_runtime.plan.group_processes``).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
-    if mode == "fixed" and package.fixed is None:
-        raise ValueError(f"{package.path} has no fixed-point parameters: export it with --fixed-point")
-    time_steps = package.time_steps
-    inputs = {"audio": np.asarray(audio), "video": np.asarray(video)}
-    samples = len(inputs["audio"])
-    for modality, data in inputs.items():
-        expected = (time_steps, *package.manifest["inputs"][modality])
-        if data.ndim != 5 or tuple(data.shape[1:]) != expected or len(data) != samples:
-            raise ValueError(
-                f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}"
-            )
-    if samples < 1 or lanes < 1:
-        raise ValueError("need at least one sample and one lane")
+    if lanes < 1:
+        raise ValueError("need at least one lane")
+    inputs = checked_inputs(package, audio, video, mode)
+    time_steps, samples = package.time_steps, len(audio)
     lanes = min(lanes, samples)
     plan = build_plan(package.graph, time_steps)
     windows = math.ceil(samples / lanes)

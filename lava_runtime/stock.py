@@ -36,7 +36,15 @@ import numpy as np
 
 from export.package_format import ACTIVATION_SHIFT, DECAY_ONE, FRAC_BITS, population_key, synapse_key, to_fixed
 from lava_runtime.guard import run_with_timeout
-from lava_runtime.network import MODES, Package, SimulationResult, drive, fixed_bias, read_spike_record
+from lava_runtime.network import (
+    MODES,
+    Package,
+    SimulationResult,
+    checked_inputs,
+    drive,
+    fixed_bias,
+    read_spike_record,
+)
 from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
@@ -260,21 +268,8 @@ def simulate_stock(
 ) -> SimulationResult:
     """Stream ``[samples, T, C, H, W]`` inputs, one sample per window of ``T`` steps, through
     the stock network; every spike of every population and the logits come back."""
-    time_steps = package.time_steps
-    inputs = {"audio": np.asarray(audio), "video": np.asarray(video)}
-    samples = len(inputs["audio"])
-    for modality, data in inputs.items():
-        expected = (time_steps, *package.manifest["inputs"][modality])
-        if data.ndim != 5 or tuple(data.shape[1:]) != expected or len(data) != samples:
-            raise ValueError(
-                f"{modality} input must be [{samples}, {', '.join(map(str, expected))}], got {list(data.shape)}"
-            )
-    if samples < 1:
-        raise ValueError("need at least one sample")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    if mode == "fixed" and package.fixed is None:
-        raise ValueError(f"{package.path} has no fixed-point parameters: export it with --fixed-point")
+    inputs = checked_inputs(package, audio, video, mode)
+    time_steps, samples = package.time_steps, len(audio)
     plan = build_stock_plan(package.graph, time_steps, package.manifest["placement"])
     neurons = sum(math.prod(plan.processes[name].shape) for name in plan.populations)
     if neurons > MAX_NEURONS:
