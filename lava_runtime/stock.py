@@ -190,17 +190,19 @@ class _StockBuilder:
         return (rows, cols, np.round(values).astype(np.int64), out_size, in_size), exponent
 
     # ----------------------------------------------------------------- connections
-    def _out_port(self, name: str) -> tuple[Any, tuple[int, ...], str]:
-        """The output port of process ``name``, its shape and layout (nir | lava | flat | lane)."""
+    def _out_port(self, name: str) -> tuple[Any, str]:
+        """The output port of process ``name`` and its layout: ``nir`` (the population's
+        ``[C, H, W]``), ``flat`` (a synapse's flattened neurons) or ``lane`` (a host process's
+        ``[1, C, H, W]``)."""
         p, proc = self.plan.processes[name], self.procs[name]
         if p.kind in ("sparse", "clock_synapse"):
-            return proc.a_out, proc.a_out.shape, "flat"
+            return proc.a_out, "flat"
         if p.kind in ("source", "lif", "relay", "clock", "prod"):
-            return proc.s_out, p.shape, "nir"
-        return proc.a_out, (1, *p.shape), "lane"
+            return proc.s_out, "nir"
+        return proc.a_out, "lane"
 
     def _connect(self, source: str, target: StockProcess, port_name: str) -> None:
-        port, _, layout = self._out_port(source)
+        port, layout = self._out_port(source)
         proc = self.procs[target.name]
         if target.kind in ("time_mean", "readout", "ssa_attention", "host_synapses", "host_delay"):
             wanted = "lane"
