@@ -53,7 +53,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, help="output path (file for nir/onnx, directory for lava/loihi)")
     parser.add_argument(
-        "--fixed-point", action="store_true", help="lava: also write Loihi fixed-point (quantised) parameters"
+        "--fixed-point",
+        action="store_true",
+        help="lava, loihi: also write Loihi fixed-point (quantised) parameters, for snnergy simulate --mode fixed",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing --out that is not an export of this target"
@@ -86,7 +88,8 @@ def run_export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="snnergy-export",
-        description="Export a trained SNNergy checkpoint to NIR, a Lava package, or ONNX.",
+        description="Export a trained SNNergy checkpoint to NIR, a Lava package (our processes or stock Loihi-form "
+        "processes), or ONNX.",
     )
     add_export_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show the full traceback when the export fails")
