@@ -443,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="float",
         help="float: Lava floating-point models; fixed: Loihi bit-accurate (needs --fixed-point at export)",
     )
-    simulate.add_argument("--lanes", type=int, default=16, help="samples simulated side by side (default: %(default)s)")
+    simulate.add_argument(
+        "--lanes",
+        type=int,
+        default=16,
+        help="samples simulated side by side (default: %(default)s; a --target loihi package runs one at a time)",
+    )
     simulate.add_argument(
         "--grouping",
         choices=("block", "population"),
