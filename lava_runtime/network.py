@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -475,9 +475,7 @@ def simulate(
             spikes[name] = np.ascontiguousarray(
                 per_sample.reshape(windows * lanes, time_steps, *process.shape)[:samples]
             )
-    kinds = defaultdict(int)
-    for process in plan.processes.values():
-        kinds[process.kind] += 1
+    kinds = Counter(process.kind for process in plan.processes.values())
     return SimulationResult(
         logits=logits,
         spikes=spikes,

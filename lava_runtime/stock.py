@@ -27,7 +27,7 @@ import math
 import tempfile
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -300,9 +300,7 @@ def simulate_stock(
             shape = plan.processes[name].shape
             rows = read_spike_record(work / f"spikes.{name}.bits", tuple(shape))
             spikes[name] = rows.reshape(samples, time_steps, *shape)
-    kinds: dict[str, int] = defaultdict(int)
-    for process in plan.processes.values():
-        kinds[process.kind] += 1
+    kinds = Counter(process.kind for process in plan.processes.values())
     return SimulationResult(
         logits=logits,
         spikes=spikes,
