@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,17 @@ DT = 1e-3  # seconds per SpikingJelly timestep in the graph's continuous NIR par
 
 # Loihi bit widths (lava-nc's bit-accurate LIF and Dense models)
 WEIGHT_MAX = 254  # mixed-sign 8-bit weights keep even values in [-256, 254]
+EXCITATORY_MAX = 255  # 8-bit weights of one sign
 VTH_MAX = 2**17 - 1
 BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed mantissa
 BIAS_EXP_MAX = 7  # 3-bit exponent
 DECAY_ONE = 4096  # 12-bit decays: dv = DECAY_ONE / tau
 ACTIVATION_SHIFT = 6  # Lava shifts activations and thresholds (not biases) left by 6
 FRAC_BITS = 12  # fractional bits of real values (graded spikes) in fixed point
+# SpikingJelly fires on v >= vth, Lava on v > vth << 6: with integer membranes exact ties
+# happen. One LSB of bias per step (1/64 of a weight unit; the bias is not shifted by 6)
+# turns a tie into a spike and moves no other decision.
+TIE_BREAK = 1
 
 
 # ----------------------------------------------------------------- fixed-point array keys
@@ -59,6 +65,28 @@ def bias_to_fixed(bias_units: np.ndarray) -> tuple[np.ndarray, int]:
         exponent += 1
     mantissa = np.clip(np.round(values / 2**exponent), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int32)
     return mantissa, exponent
+
+
+def fixed_bias(fixed: dict[str, np.ndarray], population: str, synapses: list[str], channels: int) -> tuple:
+    """A LIF's bias in fixed point: the sum of its input synapses' ``bias_mant << bias_exp``
+    plus ``TIE_BREAK``, re-encoded as one mantissa per channel and one exponent."""
+    total = np.zeros(channels, dtype=np.int64)
+    for synapse in synapses:
+        key = synapse_key(population, synapse, "bias_mant")
+        if key in fixed:
+            exponent = int(fixed[synapse_key(population, synapse, "bias_exp")])
+            total += fixed[key].astype(np.int64).reshape(channels) << exponent
+    mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
+    return mantissa, exponent
+
+
+def constant_weight(value: float) -> tuple[int, int]:
+    """A synapse's one constant real weight (CMQKA's token mean: scale / area) reading binary
+    spikes and emitting ``FRAC_BITS`` reals: an excitatory 8-bit mantissa and the smallest
+    non-negative exponent that fits it, ``value * 2**FRAC_BITS ~ mantissa << exponent``."""
+    weight = float(value) * (1 << FRAC_BITS)
+    exponent = max(0, math.ceil(math.log2(weight / EXCITATORY_MAX)))
+    return round(weight / 2**exponent), exponent
 
 
 def to_fixed(values: np.ndarray) -> np.ndarray:

@@ -21,16 +21,12 @@ from typing import Any
 import nir
 import numpy as np
 
-from export.package_format import FRAC_BITS, bias_to_fixed, population_key, read_manifest, synapse_key, to_fixed
+from export.package_format import FRAC_BITS, fixed_bias, population_key, read_manifest, synapse_key, to_fixed
 from lava_runtime.guard import announce_stopping, group_memory, run_with_timeout
 from lava_runtime.plan import GROUPINGS, NetworkPlan, ProcessPlan, build_plan, group_processes, lif_parameters
 
 MODES = {"float": "floating_pt", "fixed": "fixed_pt"}
 REAL_VALUED = ("input", "token_mean", "time_mean", "product", "ssa_attention")
-# SpikingJelly fires on v >= vth, Lava on v > vth << 6: with integer membranes exact ties
-# happen. One LSB of bias per step (1/64 of a weight unit; the bias is not shifted by 6)
-# turns a tie into a spike and moves no other decision.
-TIE_BREAK = 1
 # Messages buffered per Lava channel (lava's default: 64). Every process sends and receives
 # once per step and no step starts before every process has finished the last, so a channel
 # never holds more than one message; 2 leaves slack for the sender's acknowledgement thread.
@@ -98,19 +94,6 @@ def checked_inputs(package: Package, audio: np.ndarray, video: np.ndarray, mode:
     if samples < 1:
         raise ValueError("need at least one sample")
     return inputs
-
-
-def fixed_bias(fixed: dict[str, np.ndarray], population: str, synapses: list[str], channels: int) -> tuple:
-    """A LIF's bias in fixed point: the sum of its input synapses' ``bias_mant << bias_exp``
-    plus ``TIE_BREAK``, re-encoded as one mantissa per channel and one exponent."""
-    total = np.zeros(channels, dtype=np.int64)
-    for synapse in synapses:
-        key = synapse_key(population, synapse, "bias_mant")
-        if key in fixed:
-            exponent = int(fixed[synapse_key(population, synapse, "bias_exp")])
-            total += fixed[key].astype(np.int64).reshape(channels) << exponent
-    mantissa, exponent = bias_to_fixed(total + TIE_BREAK)
-    return mantissa, exponent
 
 
 @dataclass

@@ -34,7 +34,16 @@ from typing import Any
 import nir
 import numpy as np
 
-from export.package_format import ACTIVATION_SHIFT, DECAY_ONE, FRAC_BITS, population_key, synapse_key, to_fixed
+from export.package_format import (
+    ACTIVATION_SHIFT,
+    DECAY_ONE,
+    FRAC_BITS,
+    constant_weight,
+    fixed_bias,
+    population_key,
+    synapse_key,
+    to_fixed,
+)
 from lava_runtime.guard import run_with_timeout
 from lava_runtime.network import (
     MODES,
@@ -42,14 +51,12 @@ from lava_runtime.network import (
     SimulationResult,
     checked_inputs,
     drive,
-    fixed_bias,
     read_spike_record,
 )
 from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
 RELAY_WEIGHT = 64  # fixed point: a relay's input weight (its threshold is half of it)
-WEIGHT_LIMIT = 255  # 8-bit excitatory weights
 MAX_NEURONS = 2_000_000  # tiny: 176,640 neurons in 4.4 GiB; s has 9.7M neurons and 3.9G connections
 
 
@@ -174,10 +181,8 @@ class _StockBuilder:
             return synapse_matrix(None, in_shape, RELAY_WEIGHT), 0
         if kind == "prod":  # the token mean, scale folded in: every weight scale / area, as a real
             rows, cols, values, out_size, in_size = synapse_matrix(node, in_shape, p.params["scale"])
-            weight = float(values[0]) * (1 << FRAC_BITS)
-            exponent = max(0, math.ceil(math.log2(weight / WEIGHT_LIMIT)))
-            mantissa = np.full(len(values), round(weight / 2**exponent))
-            return (rows, cols, mantissa, out_size, in_size), exponent
+            mantissa, exponent = constant_weight(values[0])
+            return (rows, cols, np.full(len(values), mantissa), out_size, in_size), exponent
         fixed = self.package.fixed
         if isinstance(node, nir.Conv2d):
             integer = np.asarray(fixed[synapse_key(target, name, "weight_mant")], dtype=np.float64)
