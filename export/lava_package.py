@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,15 @@ def energy_description(checkpoint: Checkpoint, graph: nir.NIRGraph) -> dict[str,
     return description_to_dict(description)
 
 
+@dataclass(frozen=True)
+class FineTuned:
+    """Fixed-point parameters trained with Loihi's arithmetic in the loop (``snnergy finetune
+    --quantize loihi``): they replace ``quantise(graph)``'s, and ``record`` says how they came."""
+
+    arrays: dict[str, np.ndarray]
+    record: dict[str, Any]
+
+
 TARGETS = ("lava", "loihi")
 NETX_DIR = "netx"
 
@@ -137,19 +147,21 @@ def write_lava_package(
     fixed_point: bool = False,
     source: str | Path | None = None,
     target: str = "lava",
+    fine_tuned: FineTuned | None = None,
 ) -> dict[str, Any]:
     """Write the package; ``source`` is the checkpoint file it came from (recorded, with its
     SHA-256, so ``snnergy simulate`` can compare against the same PyTorch model).
 
     ``target`` says how the runtime builds it: ``lava``, our neuron-core processes (batched);
     ``loihi``, stock Lava processes (``lava_runtime.stock``), with every node's placement on
-    neurocores or the host recorded in the manifest. Both run the fixed-point parameters."""
+    neurocores or the host recorded in the manifest. Both run the fixed-point parameters:
+    ``quantise(graph)``'s, or ``fine_tuned``'s (the float graph stays the checkpoint's)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     final_dir = Path(out_dir)
     with staged(final_dir) as out_dir:  # built beside the destination, moved in whole
         out_dir.mkdir()
-        summary = _write_package_files(checkpoint, out_dir, fixed_point, source, target)
+        summary = _write_package_files(checkpoint, out_dir, fixed_point, source, target, fine_tuned)
     return {**summary, "path": str(final_dir)}
 
 
@@ -162,12 +174,14 @@ def _placement(graph: nir.NIRGraph) -> list[dict[str, str]]:
     ]
 
 
-def _write_netx_chains(graph: nir.NIRGraph, out_dir: Path, files: dict[str, str]) -> list[dict[str, Any]]:
+def _write_netx_chains(
+    graph: nir.NIRGraph, arrays: dict[str, np.ndarray], out_dir: Path, files: dict[str, str]
+) -> list[dict[str, Any]]:
     """The straight chains lava-dl netx can build, one HDF5 file each (``export.netx_chains``)."""
     from export.netx_chains import straight_chains, write_netx
 
     (out_dir / NETX_DIR).mkdir()
-    arrays, chains = quantise(graph), []
+    chains = []
     for input_node, chain in straight_chains(graph).items():
         path = out_dir / NETX_DIR / f"{input_node}.h5"
         entry = write_netx(graph, arrays, input_node, chain, path)
@@ -178,15 +192,24 @@ def _write_netx_chains(graph: nir.NIRGraph, out_dir: Path, files: dict[str, str]
 
 
 def _write_package_files(
-    checkpoint: Checkpoint, out_dir: Path, fixed_point: bool, source: str | Path | None, target: str
+    checkpoint: Checkpoint,
+    out_dir: Path,
+    fixed_point: bool,
+    source: str | Path | None,
+    target: str,
+    fine_tuned: FineTuned | None,
 ) -> dict[str, Any]:
+    if fine_tuned is not None and not fixed_point:
+        raise ValueError("fine-tuned fixed-point parameters need a fixed-point package")
     graph = build_nir_graph(checkpoint)
+    needs_integers = fixed_point or target == "loihi"  # the netx chains are written in fixed point
+    arrays = fine_tuned.arrays if fine_tuned is not None else quantise(graph) if needs_integers else {}
     nir.write(out_dir / GRAPH_FILE, graph)
     (out_dir / ENERGY_FILE).write_text(json.dumps(energy_description(checkpoint, graph)))
     config = checkpoint.model_config
     files = {"graph": GRAPH_FILE, "energy": ENERGY_FILE}
     if fixed_point:
-        np.savez_compressed(out_dir / FIXED_FILE, **quantise(graph))
+        np.savez_compressed(out_dir / FIXED_FILE, **arrays)
         files["fixed_point"] = FIXED_FILE
     manifest = {
         "format": FORMAT,
@@ -210,6 +233,7 @@ def _write_package_files(
             "decays": "12-bit out of 4096: dv = 4096 / tau, du = 4095 (current cleared every step)",
             "threshold": "vth_mant = scale * threshold (Lava compares v > vth << 6)",
             "bias": "bias_mant << bias_exp = 64 * scale * bias / tau (13-bit mantissa, 3-bit exponent)",
+            "fine_tuned": None if fine_tuned is None else fine_tuned.record,
         },
         "versions": _versions(),
         "source_checkpoint": _source(source),
@@ -220,7 +244,7 @@ def _write_package_files(
     }
     if target == "loihi":
         manifest["placement"] = _placement(graph)
-        manifest["netx"] = _write_netx_chains(graph, out_dir, files)
+        manifest["netx"] = _write_netx_chains(graph, arrays, out_dir, files)
         manifest["hashes"] = {name: sha256(out_dir / name) for name in files.values()}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return {

@@ -229,9 +229,33 @@ def run_simulation(
         },
         "energy": energy,
     }
+    if stock and mode == "fixed":
+        document["fixed_point_emulation"] = _emulation_agreement(package, audio, video, labels, result)
     if stock and package.manifest.get("netx"):
         document["netx"] = _netx_agreement(package, audio, video, torch_trains, timeout)
     return document
+
+
+def _emulation_agreement(package: Any, audio: np.ndarray, video: np.ndarray, labels: np.ndarray, result: Any) -> dict:
+    """Lava's fixed-point run against the same integers computed in PyTorch
+    (``lava_runtime.fixed_emulation``): the model quantisation-aware fine-tuning trains."""
+    from lava_runtime.fixed_emulation import FixedPointEmulation
+
+    emulation = FixedPointEmulation(package.graph, package.time_steps, package.manifest["placement"])
+    with torch.no_grad():
+        out = emulation.run(torch.from_numpy(audio), torch.from_numpy(video), package.fixed)
+    trains = {name: spikes.numpy().astype(bool) for name, spikes in out.spikes.items()}
+    spike_agreement, per_population = agreement(result.spikes, trains)
+    predictions = out.logits.numpy().argmax(axis=1)
+    worst = min(per_population, key=per_population.get)
+    return {
+        "reference": "the package's fixed-point integers in PyTorch (lava_runtime.fixed_emulation)",
+        "accuracy": float((predictions == labels).mean()),
+        "prediction_agreement": float((predictions == result.predictions).mean()),
+        "spike_agreement": float(spike_agreement),
+        "least_agreeing_population": {"name": worst, "agreement": per_population[worst]},
+        "max_abs_logit_difference": float(np.abs(result.logits - out.logits.numpy()).max()),
+    }
 
 
 def _netx_agreement(package: Any, audio: np.ndarray, video: np.ndarray, trains: dict, timeout: float | None) -> dict:
@@ -262,6 +286,12 @@ def format_summary(result: dict[str, Any]) -> str:
         f"{result['least_agreeing_population']['agreement']:.6f})",
         f"SOPs per inference   Lava {result['sops']['lava']:,.0f} | PyTorch {result['sops']['pytorch']:,.0f}",
     ]
+    if "fixed_point_emulation" in result:
+        emulated = result["fixed_point_emulation"]
+        lines.append(
+            f"vs the same integers in PyTorch: predictions {emulated['prediction_agreement']:.4f}, "
+            f"spikes {emulated['spike_agreement']:.6f} (accuracy {emulated['accuracy']:.4f})"
+        )
     if "netx" in result:
         rates = result["netx"]["population_agreement"]
         lines.append(
