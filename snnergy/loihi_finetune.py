@@ -36,7 +36,7 @@ WEIGHT_FIELD = "/weight_mant"
 class FinetuneSettings:
     epochs: int = 2
     batch_size: int = 16
-    lr: float = 0.25  # Adam, in weight mantissa units (one LSB = 1; mixed-sign weights step by 2)
+    lr: float = 0.05  # Adam, in weight mantissa units (one LSB = 1; mixed-sign weights step by 2)
     seed: int = 0
     train_samples: int | None = None  # the first N training items (all when None)
     eval_samples: int | None = None  # the first N test items (all when None)

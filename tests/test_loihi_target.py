@@ -112,17 +112,32 @@ def test_netx_files_round_trip_through_lava_dl(exported):
 def test_fixed_point_runs_loihi_arithmetic_in_the_stock_processes(exported, avdigits_cache, tmp_path, capsys):
     code = snnergy_main(["simulate", str(exported / "micro.loihi"), "--mode", "fixed", "--samples", "1"])
     assert code != 0 and "--fixed-point" in capsys.readouterr().err  # a float-only package says what to do
-    package = tmp_path / "fixed.loihi"
-    assert export_main([str(exported / "micro.pt"), "--target", "loihi", "--fixed-point", "--out", str(package)]) == 0
-    out = tmp_path / "fixed.json"
+    plain = tmp_path / "plain.loihi"
+    assert export_main([str(exported / "micro.pt"), "--target", "loihi", "--fixed-point", "--out", str(plain)]) == 0
     cache = ["--cache-dir", str(avdigits_cache)]
+    package, record = tmp_path / "tuned.loihi", tmp_path / "tuned.json"
+    code = snnergy_main(
+        ["finetune", str(exported / "micro.pt"), "--quantize", "loihi", "--out", str(package), "--json", str(record)]
+        + ["--train-samples", "8", "--eval-samples", "4", "--epochs", "1", "--batch-size", "4", "--lr", "0.5", *cache]
+    )
+    assert code == 0
+    tuned, exported_integers = np.load(package / "fixed_point.npz"), np.load(plain / "fixed_point.npz")
+    weights = [k for k in exported_integers.files if k.endswith("/weight_mant")]
+    moved = sum(int((tuned[k] != exported_integers[k]).sum()) for k in weights)
+    assert moved == json.loads(record.read_text())["changed_weights"]["moved"] > 0
+    assert read_manifest(package)["quantisation"]["fine_tuned"]["settings"]["epochs"] == 1
+
+    out = tmp_path / "fixed.json"
     code = snnergy_main(["simulate", str(package), "--mode", "fixed", "--samples", "2", "--json", str(out), *cache])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["mode"] == "fixed" and result["lava"]["grouping"] == "stock"
-    # 8-bit weights, 12-bit decays and integer membranes: close to the float model, not equal (issue 13's
-    # quantisation-aware fine-tuning is what would make them equal)
-    assert 0.95 < result["spike_agreement"] < 1.0
+    # Lava's bit-accurate processes compute exactly the integers the fine-tuned model computes ...
+    emulated = result["fixed_point_emulation"]
+    assert emulated["prediction_agreement"] == 1.0
+    assert emulated["spike_agreement"] == 1.0, emulated["least_agreeing_population"]
+    # ... which are 8-bit weights, 12-bit decays and integer membranes: close to the float model, not equal
+    assert 0.9 < result["spike_agreement"] < 1.0
 
 
 def test_a_network_too_large_to_simulate_is_refused_before_lava_starts(exported, monkeypatch):

@@ -6,7 +6,7 @@ Layers, each importing only from itself and the layers before it:
     energy    accounting from spike counts and layer descriptions (knows no export, no Lava)
     export    NIR / Lava package / ONNX writers (may describe energy for the package)
     runtime   lava_runtime: reads packages only, so only export's format and reference executor
-    workflows snnergy.measure, simulate, demo, benchmark, interop: join the others
+    workflows snnergy.measure, simulate, demo, benchmark, interop, loihi_finetune: join the others
     cli       snnergy.cli: parses and calls; nothing imports it
 
 A package's ``__main__`` module (``torchrun -m snnergy.train`` runs
@@ -22,7 +22,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("snnergy", "export", "energy", "lava_runtime")
-WORKFLOWS = {"snnergy.measure", "snnergy.simulate", "snnergy.demo", "snnergy.benchmark", "snnergy.interop"}
+WORKFLOWS = {
+    "snnergy.measure",
+    "snnergy.simulate",
+    "snnergy.demo",
+    "snnergy.benchmark",
+    "snnergy.interop",
+    "snnergy.loihi_finetune",
+}
 ORDER = ("core", "energy", "export", "runtime", "workflows", "cli")
 RUNTIME_MAY_IMPORT = {"export.package_format", "export.nir_reference"}
 

@@ -310,6 +310,28 @@ def cmd_loihi_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+
+    from snnergy.loihi_finetune import FinetuneSettings, finetune_for_loihi, format_record
+
+    check_output(args.json, "report", [args.checkpoint])
+    out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}-qat.loihi")
+    settings = FinetuneSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        train_samples=args.train_samples,
+        eval_samples=args.eval_samples,
+    )
+    record = finetune_for_loihi(
+        args.checkpoint, out, args.dataset, settings, args.data_root, args.cache_dir, dataset_options(args)
+    )
+    print(format_record(record))
+    write_json_report(args.json, record)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from snnergy.demo import run_demo
 
@@ -509,6 +531,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--json", type=Path, help="also write the whole report as JSON")
     fit.set_defaults(func=cmd_loihi_fit)
+
+    finetune = sub.add_parser(
+        "finetune",
+        help="quantisation-aware fine-tuning for Loihi: train the integers, write a fixed-point --target loihi package",
+        description="Start from the fixed-point parameters snnergy-export --target loihi --fixed-point writes and "
+        "train every synapse's 8-bit weight mantissa with Loihi's arithmetic in the loop (lava_runtime."
+        "fixed_emulation: Lava's weight clipping, floor shifts, truncated 12-bit decays, 24-bit registers, v > vth "
+        "<< 6; straight-through gradients, a surrogate spike). Thresholds, decays, biases and the host's readout stay "
+        "as exported. Writes the package of the trained integers; snnergy simulate DIR --mode fixed runs it in Lava "
+        "and compares it with the same integers in PyTorch. An interrupted run resumes from OUT.finetune-state.pt.",
+    )
+    finetune.add_argument("checkpoint", type=Path, help="the float checkpoint to start from")
+    finetune.add_argument(
+        "--quantize", required=True, choices=["loihi"], help="the arithmetic to train with (Loihi 2's fixed point)"
+    )
+    finetune.add_argument("--out", type=Path, help="package directory (default: CHECKPOINT-qat.loihi beside it)")
+    add_data_arguments(finetune)
+    finetune.add_argument("--epochs", type=int, default=2, help="passes over the training split (default: %(default)s)")
+    finetune.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    finetune.add_argument(
+        "--lr", type=float, default=0.05, help="Adam step in weight-mantissa units (default: %(default)s)"
+    )
+    finetune.add_argument("--seed", type=int, default=0, help="shuffling seed (default: %(default)s)")
+    finetune.add_argument("--train-samples", type=int, help="train on the first N training items only")
+    finetune.add_argument("--eval-samples", type=int, help="report accuracy on the first N test items only")
+    finetune.add_argument("--json", type=Path, help="also write the before/after record as JSON")
+    finetune.set_defaults(func=cmd_finetune)
 
     benchmark = sub.add_parser(
         "benchmark",
