@@ -14,7 +14,7 @@ import math
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ class SimulationResult:
     lava_processes: int = 0  # the Lava processes (clusters) that ran the ``processes`` above
     memory_mib: float = 0.0  # PSS of the whole Lava process group at the end of the run (guard.group_memory)
     os_processes: int = 0
+    support_spikes: dict[str, np.ndarray] = field(default_factory=dict)  # stock: relays and clocks, as ``spikes``
 
     @property
     def predictions(self) -> np.ndarray:

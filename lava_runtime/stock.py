@@ -230,7 +230,7 @@ class _StockBuilder:
         from lava_runtime import models as M
         from lava_runtime import processes as P
 
-        populations = self.plan.populations
+        populations = self.plan.populations + self.plan.support
         windows = []
         for name in populations:
             first = self.plan.processes[name].latency
@@ -301,10 +301,11 @@ def simulate_stock(
         readout = np.load(work / "readout.npy")
         logits = np.stack([readout[k * time_steps + plan.latency] for k in range(samples)]).reshape(samples, -1)
         spikes = {}
-        for name in plan.populations:
+        for name in plan.populations + plan.support:
             shape = plan.processes[name].shape
             rows = read_spike_record(work / f"spikes.{name}.bits", tuple(shape))
             spikes[name] = rows.reshape(samples, time_steps, *shape)
+    support = {name: spikes.pop(name) for name in plan.support}
     kinds = Counter(process.kind for process in plan.processes.values())
     return SimulationResult(
         logits=logits,
@@ -317,5 +318,6 @@ def simulate_stock(
         process_counts=dict(kinds),
         grouping="stock",
         lava_processes=len(plan.processes) + 1,
+        support_spikes=support,
         **timings,
     )

@@ -74,6 +74,12 @@ class StockPlan:
     def latency(self) -> int:
         return self.processes[self.output].latency
 
+    @property
+    def support(self) -> list[str]:
+        """The neurons the stock form adds to the model's: relays (causal taps, delay lines)
+        and clocks. They cost energy like any neuron (``snnergy.simulate`` charges them)."""
+        return [name for name, p in self.processes.items() if p.kind in ("relay", "clock")]
+
     def manifest(self) -> list[dict]:
         """Each process: its Lava process class (stock) or host role."""
         return [

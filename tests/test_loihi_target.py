@@ -15,6 +15,7 @@ import pytest
 from fixtures_models import make_lively
 
 from export.loihi_map import HOST
+from export.nir_reference import node_shapes
 from export.package_format import read_manifest
 from lava_runtime.network import load_package
 from lava_runtime.stock_plan import INHIBITION, build_stock_plan
@@ -78,6 +79,14 @@ def test_stock_simulation_matches_pytorch_spike_for_spike(exported, avdigits_cac
     assert result["prediction_agreement"] == 1.0
     assert result["spike_agreement"] == 1.0, result["least_agreeing_population"]
     assert result["sops"]["lava"] == result["sops"]["pytorch"] > 0
+    # the relays and clocks the stock form adds are charged: every one of their neurons is updated every step
+    support, package_manifest = result["stock_support"], read_manifest(exported / "micro.loihi")
+    graph = nir.read(exported / "micro.loihi" / "model.nir")
+    shapes = node_shapes(graph)
+    tapped = sum(int(np.prod(shapes[name])) for name, node in graph.nodes.items() if isinstance(node, nir.Delay))
+    assert support["relay_neurons"] >= tapped > 0  # each causal tap is a population of relays (plus delay lines)
+    update_pj = 52.0 * package_manifest["time_steps"] * (support["relay_neurons"] + support["clock_neurons"])
+    assert support["energy_uj"] >= update_pj / 1e6 and support["sops"] > 0
     assert result["energy"]["cost_model"]["name"] == "loihi"  # deployment energy under the chip's costs
     assert result["lava"]["grouping"] == "stock" and result["lava"]["lanes"] == 1
     # the stems' straight chains through stock lava-dl netx, in fixed point
