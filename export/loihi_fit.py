@@ -7,6 +7,11 @@ copy per core) or expanded (one weight per connection), then the neurocores each
 under the chip limits, which are data (``export/loihi_limits/*.yaml``, with sources) like
 the energy cost models. Each population gets cores of its own; its neurons are split
 evenly over them and each core stores the fan-in of its neurons (a shared kernel whole).
+
+The stock form adds neurons of its own (``export.stock_plan``): relays for the causal taps
+and the delay lines that line up fan-in, and clocks gating the taps. They are counted as
+populations too (``role`` relay / clock), each relay with its identity synapse and, for a
+tap, the clock's inhibitory synapse, one stored weight per connection.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import yaml
 
 from export.loihi_map import HOST, SYNAPTIC, is_population, place, population_synapses
 from export.nir_reference import node_shapes
+from export.stock_plan import STOCK_KINDS, build_stock_plan
 
 LIMITS_DIR = Path(__file__).resolve().parent / "loihi_limits"
 DEFAULT_LIMITS = "loihi2"
@@ -150,6 +156,7 @@ class PopulationFit:
     cores_shared: int | None  # kernels stored once per core that uses them
     cores_expanded: int | None  # one stored weight per connection
     cores: int | None  # the fewer of the two
+    role: str = "model"  # a population of the model, or a relay / clock the stock form adds
 
 
 @dataclass
@@ -204,10 +211,28 @@ def fit_graph(graph: nir.NIRGraph, limits: ChipLimits) -> FitReport:
                 cores=min(options) if options else None,
             )
         )
+    populations += _support_fits(graph, placements, limits)
     host = [{"node": p.node, "role": p.process, "why": p.why} for p in placements.values() if p.where == HOST]
     report = FitReport(limits, populations, host)
     report.totals = _totals(populations, limits)
     return report
+
+
+def _support_fits(graph: nir.NIRGraph, placements: dict, limits: ChipLimits) -> list[PopulationFit]:
+    """The relays and clocks of the stock form, as populations of their own."""
+    placement = [{"node": p.node, "where": p.where, "process": p.process} for p in placements.values()]
+    plan = build_stock_plan(graph, int(graph.metadata.get("time_steps", 1)), placement)
+    fits = []
+    for name in plan.support:
+        process = plan.processes[name]
+        neurons = int(np.prod(process.shape))
+        connections = sum(neurons for _ in process.inputs)  # identity synapse; a tap's clock reaches every neuron
+        cores = cores_needed(neurons, connections * limits.weight_bits / 8 / neurons, 0, limits)
+        kind = STOCK_KINDS[process.kind]
+        fits.append(
+            PopulationFit(name, kind, neurons, connections, connections, False, cores, cores, cores, process.kind)
+        )
+    return fits
 
 
 def _totals(populations: list[PopulationFit], limits: ChipLimits) -> dict[str, Any]:
@@ -235,6 +260,7 @@ def _totals(populations: list[PopulationFit], limits: ChipLimits) -> dict[str, A
 
     return {
         "populations": len(populations),
+        "relay_and_clock_neurons": sum(p.neurons for p in populations if p.role != "model"),
         "graded_populations": sum(p.graded for p in populations),
         "neurons": neurons,
         "connections": connections,
@@ -262,7 +288,8 @@ def format_fit(report: FitReport, title: str = "") -> str:
 
     lines = [f"# Loihi fit{': ' + title if title else ''} ({report.limits.name})", ""]
     lines += [
-        f"- populations on neurocores: {t['populations']} ({t['graded_populations']} with graded-spike inputs)",
+        f"- populations on neurocores: {t['populations']} ({t['graded_populations']} with graded-spike inputs), "
+        f"including the relays and clocks the stock form adds ({t['relay_and_clock_neurons']:,} neurons)",
         f"- neurons: {t['neurons']:,}; synaptic connections: {t['connections']:,}; "
         f"weights stored with shared kernels: {t['stored_weights']:,}",
         f"- memory: neuron state {t['neuron_state_bytes'] / 1024:,.0f} KiB; weights "

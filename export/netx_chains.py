@@ -7,7 +7,7 @@ SNNergy it can hold are the chains in which every population reads exactly one s
 node of the previous one: the SPDS stems' deep paths, ``conv -> LIF -> spike OR-pool ->
 LIF -> ...`` up to the stem's output neuron, where the shortcut joins (the OR-pool is a
 ``conv`` whose kernel is ones per channel into a memoryless threshold neuron). Everything
-else runs as the stock processes of ``lava_runtime.stock_plan`` (docs/loihi.md).
+else runs as the stock processes of ``export.stock_plan`` (docs/loihi.md).
 
 Parameters are the package's fixed-point ones (``export.lava_package.quantise``): 8-bit
 weights, 12-bit decays, threshold mantissas; netx adds the bias with exponent 6, so a bias

@@ -44,8 +44,8 @@ from export.package_format import (
     population_key,
     synapse_key,
 )
+from export.stock_plan import StockPlan, StockProcess, build_stock_plan
 from lava_runtime.stock import RELAY_WEIGHT
-from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan
 
 ONE = float(1 << FRAC_BITS)
 UV_LIMIT = float(2**23)  # u and v are 24-bit signed registers

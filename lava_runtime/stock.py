@@ -1,4 +1,4 @@
-"""Run a ``--target loihi`` package as stock Lava processes (``lava_runtime.stock_plan``).
+"""Run a ``--target loihi`` package as stock Lava processes (``export.stock_plan``).
 
 Stock processes are lava-nc's own: ``RingBuffer`` feeds the frames, ``Sparse`` /
 ``DelaySparse`` / ``Dense`` are the synapses (weights over C-order flattened ``[C, H, W]``
@@ -44,6 +44,7 @@ from export.package_format import (
     synapse_key,
     to_fixed,
 )
+from export.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 from lava_runtime.guard import run_with_timeout
 from lava_runtime.network import (
     MODES,
@@ -53,7 +54,6 @@ from lava_runtime.network import (
     drive,
     read_spike_record,
 )
-from lava_runtime.stock_plan import StockPlan, StockProcess, build_stock_plan, synapse_matrix
 
 GRADED_BITS = 24  # graded spikes: 24-bit payloads, as Loihi 2 carries them
 RELAY_WEIGHT = 64  # fixed point: a relay's input weight (its threshold is half of it)
@@ -278,6 +278,8 @@ def simulate_stock(
     inputs = checked_inputs(package, audio, video, mode)
     time_steps, samples = package.time_steps, len(audio)
     plan = build_stock_plan(package.graph, time_steps, package.manifest["placement"])
+    if plan.processes[plan.output].kind != "readout":
+        raise ValueError(f"{package.path}: the graph's output is not a time-mean readout")
     neurons = sum(math.prod(plan.processes[name].shape) for name in plan.populations)
     if neurons > MAX_NEURONS:
         raise ValueError(

@@ -211,9 +211,9 @@ def run_simulation(
     from energy.accounting import account, description_from_dict
     from energy.cost_model import load_cost_model
     from energy.report import build_report
+    from export.stock_plan import build_stock_plan
     from lava_runtime.network import load_package, simulate
     from lava_runtime.stock import simulate_stock
-    from lava_runtime.stock_plan import build_stock_plan
 
     if samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")

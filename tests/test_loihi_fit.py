@@ -112,3 +112,31 @@ def test_unknown_chip_and_missing_path_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"x")
     assert main(["loihi-fit", str(tmp_path / "x.pt"), "--chip", "loihi9"]) != 0
     assert "built-in: ['loihi2']" in capsys.readouterr().err
+
+
+def test_relays_and_clocks_of_the_stock_form_are_counted_by_hand(two_layer):
+    """lif1 feeds lif2 twice: through a pool (one synapse, one step) and through lifm (two
+    steps), so the pool's spikes wait one step in a delay line of 72 relays; lifm reads lif1
+    also through a causal tap of one step: 72 relays gated by one clock."""
+    nodes = dict(two_layer.nodes)
+    pool = nodes["pool"]
+    nodes.update({"pool_m": pool, "pool_tap": pool, "lifm": lif((2, 3, 3))})
+    nodes["tap"] = nir.Delay(delay=np.full((2, 6, 6), 1e-3))
+    edges = list(two_layer.edges) + [
+        ("lif1", "pool_m"),
+        ("pool_m", "lifm"),
+        ("lif1", "tap"),
+        ("tap", "pool_tap"),
+        ("pool_tap", "lifm"),
+        ("lifm", "lif2"),
+    ]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1e-3, "time_steps": 4})
+    report = fit_graph(graph, load_limits())
+    support = {p.name: p for p in report.populations if p.role != "model"}
+    assert {(p.role, p.process, p.neurons, p.connections) for p in support.values()} == {
+        ("relay", "LIF", 72, 72 + 72),  # the tap: an identity synapse and the clock's inhibition per neuron
+        ("relay", "LIF", 72, 72),  # the delay line: an identity synapse
+        ("clock", "LIFReset", 1, 0),
+    }
+    assert report.totals["relay_and_clock_neurons"] == 145
+    assert report.totals["neurons"] == 72 + 18 + 18 + 145

@@ -2,7 +2,7 @@
 
 The model is the seeded, lively ``tiny``-layout network of ``test_lava_runtime`` (16x16,
 T=2, every stage firing); its causal taps, CMQKA products and fan-in of different depths
-exercise the relays, clocks, delay lines and delayed synapses of ``lava_runtime.stock_plan``.
+exercise the relays, clocks, delay lines and delayed synapses of ``export.stock_plan``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from fixtures_models import make_lively
 from export.loihi_map import HOST
 from export.nir_reference import node_shapes
 from export.package_format import read_manifest
+from export.stock_plan import INHIBITION, build_stock_plan
 from lava_runtime.network import load_package
-from lava_runtime.stock_plan import INHIBITION, build_stock_plan
 from snnergy.checkpoint import from_model, save_checkpoint
 from snnergy.cli import export_main
 from snnergy.cli import main as snnergy_main

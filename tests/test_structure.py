@@ -31,7 +31,7 @@ WORKFLOWS = {
     "snnergy.loihi_finetune",
 }
 ORDER = ("core", "energy", "export", "runtime", "workflows", "cli")
-RUNTIME_MAY_IMPORT = {"export.package_format", "export.nir_reference"}
+RUNTIME_MAY_IMPORT = {"export.package_format", "export.nir_reference", "export.stock_plan"}
 
 
 def layer(module: str) -> str:
