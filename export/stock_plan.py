@@ -1,5 +1,9 @@
 """From an exported NIR graph to stock Lava processes, timed as Loihi runs them (no Lava import).
 
+The deployment form of ``--target loihi``: ``lava_runtime.stock`` builds these processes,
+``lava_runtime.fixed_emulation`` computes their integers in PyTorch, ``loihi-fit`` counts
+the neurons they add, and ``snnergy simulate`` charges them.
+
 The ``--target loihi`` network, as the package's manifest places its nodes (``placement``,
 written by ``export.loihi_map``): every neuron population a stock ``LIFReset``, every
 synaptic NIR node a stock ``Sparse`` (``DelaySparse`` where it must wait), CMQKA's product a

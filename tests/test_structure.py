@@ -5,7 +5,7 @@ Layers, each importing only from itself and the layers before it:
     core      snnergy's model, layers, neurons, data, training, checkpoints
     energy    accounting from spike counts and layer descriptions (knows no export, no Lava)
     export    NIR / Lava package / ONNX writers (may describe energy for the package)
-    runtime   lava_runtime: reads packages only, so only export's format and reference executor
+    runtime   lava_runtime: reads packages only, so only export's format, reference executor and stock plan
     workflows snnergy.measure, simulate, demo, benchmark, interop, loihi_finetune: join the others
     cli       snnergy.cli: parses and calls; nothing imports it
 
