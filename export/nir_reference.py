@@ -39,12 +39,19 @@ class NIRLIF(torch.nn.Module):
 
 
 def topological_order(graph: nir.NIRGraph) -> list[str]:
+    return order_by_edges(
+        list(graph.nodes), graph.edges, "the graph has a cycle; the reference executor runs feed-forward graphs only"
+    )
+
+
+def order_by_edges(names: list[str], edges, cycle_message: str = "the edges form a cycle") -> list[str]:  # noqa: ANN001
+    """``names``, every one after the sources of its incoming ``(source, target)`` edges."""
     incoming = defaultdict(int)
     targets = defaultdict(list)
-    for source, target in graph.edges:
+    for source, target in edges:
         incoming[target] += 1
         targets[source].append(target)
-    ready = deque(name for name in graph.nodes if incoming[name] == 0)
+    ready = deque(name for name in names if incoming[name] == 0)
     order = []
     while ready:
         name = ready.popleft()
@@ -53,8 +60,8 @@ def topological_order(graph: nir.NIRGraph) -> list[str]:
             incoming[target] -= 1
             if incoming[target] == 0:
                 ready.append(target)
-    if len(order) != len(graph.nodes):
-        raise ValueError("the graph has a cycle; the reference executor runs feed-forward graphs only")
+    if len(order) != len(names):
+        raise ValueError(cycle_message)
     return order
 
 

@@ -26,7 +26,6 @@ The integer operations, read in lava-nc 0.10's bit-accurate models:
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import nir
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.nir_reference import ssa_attention, synaptic
+from export.nir_reference import order_by_edges, ssa_attention, synaptic
 from export.package_format import (
     ACTIVATION_SHIFT,
     DECAY_ONE,
@@ -229,23 +228,8 @@ class FixedPointEmulation:
 # ----------------------------------------------------------------- helpers
 def _process_order(plan: StockPlan) -> list[str]:
     """The plan's processes, every one after its inputs."""
-    incoming = {name: len(p.inputs) for name, p in plan.processes.items()}
-    targets = defaultdict(list)
-    for name, process in plan.processes.items():
-        for source, _ in process.inputs:
-            targets[source].append(name)
-    ready = deque(name for name, count in incoming.items() if count == 0)
-    order = []
-    while ready:
-        name = ready.popleft()
-        order.append(name)
-        for target in targets[name]:
-            incoming[target] -= 1
-            if incoming[target] == 0:
-                ready.append(target)
-    if len(order) != len(plan.processes):
-        raise ValueError("the stock plan has a cycle")
-    return order
+    edges = [(source, name) for name, process in plan.processes.items() for source, _ in process.inputs]
+    return order_by_edges(list(plan.processes), edges, "the stock plan has a cycle")
 
 
 def _wrap(u: torch.Tensor) -> torch.Tensor:
