@@ -176,8 +176,8 @@ def with_stock_support(description: Any, plan: Any) -> Any:
         populations.append(Population(relay, source.stage, neurons(relay), "relay", source.modality))
         inputs = (LayerInput((upstream,), 1.0, neurons(upstream)),)
         layers.append(SynapticLayer(synapse, source.stage, "relay", 0, inputs, modality=source.modality))
+    taps = [r for r in relays if any(processes[s].kind == "clock_synapse" for s, _ in processes[r].inputs)]
     for clock in (n for n in plan.support if processes[n].kind == "clock"):
-        taps = [r for r in relays if any(processes[s].kind == "clock_synapse" for s, _ in processes[r].inputs)]
         gated = [(r, g) for r, g in ((r, feed(r, "clock_synapse")) for r in taps) if g[1] == clock]
         stage = origin(gated[0][0]).stage if gated else description.stages[0]
         populations.append(Population(clock, stage, 1, "clock"))
