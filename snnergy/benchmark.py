@@ -16,6 +16,7 @@ carries the paired per-seed difference to the reference (the first model of
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -295,23 +296,35 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # One colour per row and a legend: the methods near SNNergy sit within a few tenths of a
+    # uJ of each other, where text labels next to the points overlap.
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (6, 7)]  # no reds
+    others = itertools.cycle(palette)
     for r in rows:
         marker = {"model": "o", "ablation": "s"}[r["group"]]
-        color = "tab:red" if r["name"].startswith("SNNergy") else ("tab:gray" if r["type"] == "ANN" else "tab:blue")
+        color = "tab:red" if r["name"].startswith("SNNergy") else next(others)
         spread = 100 * r["accuracy_std"] if r["accuracy_std"] else None
-        ax.errorbar(r["energy_uj"], 100 * r["accuracy_mean"], yerr=spread, fmt=marker, color=color, capsize=3)
-        ax.annotate(
-            r["name"], (r["energy_uj"], 100 * r["accuracy_mean"]), fontsize=7, xytext=(4, 2), textcoords="offset points"
+        ax.errorbar(
+            r["energy_uj"], 100 * r["accuracy_mean"], yerr=spread, fmt=marker, color=color, capsize=3, label=r["name"]
         )
     ax.set_xscale("log")
+    energies = [r["energy_uj"] for r in rows]
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    if max(energies) < 10 * min(energies):
+        # A narrow range on a log axis has no major tick inside it; label the minor ones.
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("energy per inference (uJ, 45 nm, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs energy (circles: methods, squares: SNNergy ablations; bars: std over seeds)")
+    ax.set_title("Accuracy vs energy (circles: methods, squares: SNNergy ablations; bars: std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
+    # "tight" keeps the legend, placed outside the axes, in the image.
+    atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
